@@ -1,0 +1,36 @@
+# The two commands a newcomer needs:
+#   make demo   set up the environment and run `deformconv demo` on the shipped data
+#   make test   set up the environment and run the test suite
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.deformconv-installed
+CSRC := $(wildcard src/deformconv/csrc/*.cpp src/deformconv/csrc/*.h)
+
+.PHONY: setup test lint demo bench clean
+
+setup: $(STAMP)
+
+# Re-runs when the pinned requirements, the build files or the C++ sources change.
+$(STAMP): requirements-dev.txt pyproject.toml setup.py $(CSRC)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/python -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/deformconv demo $(ARGS)
+
+bench: $(STAMP)
+	$(VENV)/bin/deformconv bench $(ARGS)
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info src/deformconv/*.so

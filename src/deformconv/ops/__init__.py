@@ -1,0 +1,6 @@
+"""The functional operator and its pieces."""
+
+from deformconv.ops.budget import get_im2col_budget, im2col_budget, set_im2col_budget
+from deformconv.ops.deform_conv2d import deform_conv2d
+
+__all__ = ["deform_conv2d", "get_im2col_budget", "im2col_budget", "set_im2col_budget"]
