@@ -21,12 +21,13 @@ def _bilinear(image: Tensor, y: Tensor, x: Tensor) -> Tensor:
     if not (-1 < yf < height and -1 < xf < width):  # also False for NaN
         return image.new_zeros(image.shape[0])
     y0, x0 = math.floor(yf), math.floor(xf)
+    # Weights written from the floor: at an integer y the derivative is the forward difference.
+    ly, lx = y - y0, x - x0
     value = image.new_zeros(image.shape[0])
-    for cy in (y0, y0 + 1):
-        for cx in (x0, x0 + 1):
+    for cy, wy in ((y0, 1 - ly), (y0 + 1, ly)):
+        for cx, wx in ((x0, 1 - lx), (x0 + 1, lx)):
             if 0 <= cy < height and 0 <= cx < width:
-                weight = (1 - (y - cy).abs()) * (1 - (x - cx).abs())
-                value = value + weight * image[:, cy, cx]
+                value = value + wy * wx * image[:, cy, cx]
     return value
 
 

@@ -13,8 +13,8 @@ from deformconv.dispatch import Backend, _apply_environment, mark_unavailable, r
 from deformconv.ops import reference
 
 ACCELERATED = {
-    "cpp": "deformconv.cpu",
-    "triton": "deformconv.triton",
+    "cpp": "deformconv.cpu_kernels",
+    "triton": "deformconv.triton_kernels",
 }
 
 

@@ -8,12 +8,11 @@ or reading out of bounds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
-IntPair = Union[int, tuple[int, int], list[int]]
+IntPair = int | tuple[int, int] | list[int]
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
@@ -83,9 +82,9 @@ def _check_tensor(tensor: object, name: str, ndim: int, layout: str) -> Tensor:
 def check_args(
     input: Tensor,
     offset: Tensor,
-    mask: Optional[Tensor],
+    mask: Tensor | None,
     weight: Tensor,
-    bias: Optional[Tensor],
+    bias: Tensor | None,
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],

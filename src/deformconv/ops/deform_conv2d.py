@@ -14,7 +14,6 @@ calls the backward op, so accelerated backends speed up training too.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -29,9 +28,9 @@ from deformconv.ops.reference import accumulation_dtype
 def deform_conv2d_op(
     input: Tensor,
     offset: Tensor,
-    mask: Optional[Tensor],
+    mask: Tensor | None,
     weight: Tensor,
-    bias: Optional[Tensor],
+    bias: Tensor | None,
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
@@ -55,7 +54,7 @@ def deform_conv2d_backward_op(
     grad_output: Tensor,
     input: Tensor,
     offset: Tensor,
-    mask: Optional[Tensor],
+    mask: Tensor | None,
     weight: Tensor,
     stride: Sequence[int],
     padding: Sequence[int],
@@ -82,7 +81,7 @@ def _deform_conv2d_backward_fake(
     grad_output, input, offset, mask, weight, stride, padding, dilation, batch_chunk,
     need_input, need_offset_mask, need_weight,
 ):
-    def like(tensor: Optional[Tensor], needed: bool) -> Tensor:
+    def like(tensor: Tensor | None, needed: bool) -> Tensor:
         if tensor is None or not needed:
             return input.new_empty(0)
         return tensor.new_empty(tensor.shape)
@@ -129,11 +128,11 @@ def deform_conv2d(
     input: Tensor,
     offset: Tensor,
     weight: Tensor,
-    bias: Optional[Tensor] = None,
+    bias: Tensor | None = None,
     stride: IntPair = 1,
     padding: IntPair = 0,
     dilation: IntPair = 1,
-    mask: Optional[Tensor] = None,
+    mask: Tensor | None = None,
 ) -> Tensor:
     r"""Deformable convolution: DCNv1 without ``mask``, modulated DCNv2 with it.
 

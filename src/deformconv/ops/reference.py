@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -139,9 +138,9 @@ def _split_input(input: Tensor, offset_groups: int) -> Tensor:
 def deform_conv2d_forward(
     input: Tensor,
     offset: Tensor,
-    mask: Optional[Tensor],
+    mask: Tensor | None,
     weight: Tensor,
-    bias: Optional[Tensor],
+    bias: Tensor | None,
     stride: Sequence[int],
     padding: Sequence[int],
     dilation: Sequence[int],
@@ -177,7 +176,7 @@ def deform_conv2d_backward(
     grad_output: Tensor,
     input: Tensor,
     offset: Tensor,
-    mask: Optional[Tensor],
+    mask: Tensor | None,
     weight: Tensor,
     stride: Sequence[int],
     padding: Sequence[int],
@@ -240,10 +239,13 @@ def deform_conv2d_backward(
                 contribution = grad_columns * where.weight[:, :, c, None, :]
                 target.scatter_add_(3, where.index[:, :, c, None, :].expand(expand), contribution)
 
-    empty = input.new_empty(0)
+    def or_empty(grad: Tensor | None) -> Tensor:
+        # A fresh empty tensor each time: outputs of a custom op must not alias each other.
+        return input.new_empty(0) if grad is None else grad.to(input.dtype)
+
     return (
-        empty if grad_input is None else grad_input.to(input.dtype),
-        empty if grad_offset is None else grad_offset,
-        empty if grad_mask is None else grad_mask,
-        empty if grad_weight is None else grad_weight.view(weight.shape).to(weight.dtype),
+        or_empty(grad_input),
+        or_empty(grad_offset),
+        or_empty(grad_mask),
+        or_empty(None if grad_weight is None else grad_weight.view(weight.shape)),
     )
