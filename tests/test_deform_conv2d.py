@@ -16,8 +16,6 @@ def _forward_and_grads(fn, tensors: dict, params: dict, grad_seed: int = 1):
     out = fn(**leaves, **params)
     generator = torch.Generator().manual_seed(grad_seed)
     grad = torch.randn(out.shape, generator=generator, dtype=torch.float64).to(out.dtype)
-    if out.numel() == 0:
-        return out, {k: torch.zeros_like(v) for k, v in leaves.items()}
     grads = torch.autograd.grad(out, list(leaves.values()), grad, allow_unused=True)
     return out.detach(), {k: (torch.zeros_like(v) if g is None else g) for (k, v), g in zip(leaves.items(), grads)}
 
