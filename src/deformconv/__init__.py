@@ -1,7 +1,16 @@
 """deformconv: deformable convolution (DCNv1, DCNv2) for PyTorch, fast on CPU and GPU."""
 
+from deformconv import models, nn
 from deformconv.dispatch import backends, set_backend, use_backend
 from deformconv.loading import load_backends
+from deformconv.nn import (
+    DeformConv2d,
+    DeformConv2dPack,
+    ModulatedDeformConv2d,
+    ModulatedDeformConv2dPack,
+    convert_to_deformable,
+    offset_param_groups,
+)
 from deformconv.ops import deform_conv2d, get_im2col_budget, im2col_budget, set_im2col_budget
 
 __version__ = "0.1.0"
@@ -10,9 +19,17 @@ load_backends()
 
 __all__ = [
     "backends",
+    "convert_to_deformable",
     "deform_conv2d",
+    "DeformConv2d",
+    "DeformConv2dPack",
     "get_im2col_budget",
     "im2col_budget",
+    "models",
+    "ModulatedDeformConv2d",
+    "ModulatedDeformConv2dPack",
+    "nn",
+    "offset_param_groups",
     "set_backend",
     "set_im2col_budget",
     "use_backend",
