@@ -22,9 +22,12 @@ $(STAMP): requirements-dev.txt pyproject.toml setup.py $(CSRC)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
+# The Triton kernels run in Triton's CPU interpreter, which must be chosen before Triton is first
+# imported: their tests run in a process of their own (tests/conftest.py leaves them out otherwise).
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
 	$(VENV)/bin/python -m pytest -q
+	TRITON_INTERPRET=1 $(VENV)/bin/python -m pytest -q tests/test_triton_kernels.py
 
 demo: $(STAMP)
 	$(VENV)/bin/deformconv demo $(ARGS)

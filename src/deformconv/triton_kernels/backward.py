@@ -1,0 +1,232 @@
+"""Backward op on CUDA in Triton: gradients of input, offset, mask and weight.
+
+The bias gradient is a sum over ``grad_output`` done in Python by the op's autograd formula.
+
+Deterministic mode: the input gradient is the only result whose summation order can vary,
+because :mod:`.data_grad` adds it with ``tl.atomic_add``. When
+``torch.use_deterministic_algorithms(True)`` is in effect, the kernel instead writes the
+column gradient of ``batch_chunk`` images (the column-buffer memory budget) and the corners'
+indices and weights, and ``Tensor.scatter_add_`` (deterministic on CUDA in that mode) adds
+them into the input gradient. The other gradients never use atomics: offset and mask
+gradients are reduced inside one program, and the weight gradient's partial sums over pixel
+slices are added in a fixed order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import triton
+from torch import Tensor
+
+from deformconv.ops.reference import accumulation_dtype
+from deformconv.triton_kernels.data_grad import data_grad_kernel
+from deformconv.triton_kernels.launch import (
+    BLOCK_P,
+    ConvShape,
+    channels_last,
+    conv_shape,
+    kernel_weight,
+    multiprocessors,
+    on_device,
+    precision,
+    tiles,
+)
+from deformconv.triton_kernels.weight_grad import weight_grad_kernel
+
+# Programs per multiprocessor the weight gradient aims for when it splits the pixels.
+_WEIGHT_GRAD_OCCUPANCY = 4
+
+
+def _mask_strides(mask: Tensor | None) -> tuple[int, ...]:
+    return (0, 0, 0, 0) if mask is None else mask.stride()
+
+
+def _launch_data_grad(
+    grad_output: Tensor,
+    source: Tensor,
+    offset: Tensor,
+    mask: Tensor | None,
+    packed_weight: Tensor,
+    shape: ConvShape,
+    conv: tuple[int, ...],
+    grad_target: Tensor | None,
+    target_strides: tuple[int, ...],
+    corners: tuple[Tensor, Tensor] | None,
+    grad_offset: Tensor | None,
+    grad_mask: Tensor | None,
+) -> None:
+    """Runs :func:`data_grad_kernel` on the images of ``source`` (a batch or a chunk of it)."""
+    batch = source.shape[0]
+    total = batch * shape.out_h * shape.out_w
+    if total == 0:
+        return
+    prec = precision(source.dtype)
+    tile = tiles(shape.channel_run, shape.out_per_group, source.dtype)
+    # Tensors a configuration does not use are never read; any tensor can stand in.
+    spare = offset
+    corner_index, corner_weight = corners if corners is not None else (spare, spare)
+    grid = (triton.cdiv(total, BLOCK_P), shape.offset_groups * shape.kernel_points)
+    data_grad_kernel[grid](
+        grad_output, source, offset, spare if mask is None else mask, packed_weight,
+        spare if grad_target is None else grad_target,
+        spare if grad_offset is None else grad_offset,
+        spare if grad_mask is None else grad_mask,
+        corner_index, corner_weight,
+        total, shape.height, shape.width, shape.out_h, shape.out_w,
+        shape.out_channels, shape.in_per_group, shape.out_per_group, shape.in_per_offset_group,
+        shape.offset_groups, shape.kernel_w, shape.kernel_points,
+        *conv,
+        *grad_output.stride(), *source.stride(), *offset.stride(), *_mask_strides(mask), *target_strides,
+        HAS_MASK=mask is not None,
+        NEED_INPUT=grad_target is not None,
+        NEED_OFFSET_MASK=grad_offset is not None,
+        DETERMINISTIC=corners is not None,
+        ACC=prec.acc, IO=prec.io, OPERAND=prec.operand,
+        USE_DOT=tile.use_dot, DOT_PRECISION=prec.dot_precision,
+        BLOCK_P=BLOCK_P, BLOCK_C=tile.block_c, BLOCK_O=tile.block_o,
+    )
+
+
+def _data_grads(
+    grad_output: Tensor,
+    source: Tensor,
+    offset: Tensor,
+    mask: Tensor | None,
+    weight: Tensor,
+    shape: ConvShape,
+    conv: tuple[int, ...],
+    batch_chunk: int,
+    need_input: bool,
+    need_offset_mask: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Input (accumulation dtype), offset and mask gradients; None for those not needed."""
+    acc = accumulation_dtype(source.dtype)
+    device = source.device
+    grad_offset = torch.empty(offset.shape, dtype=source.dtype, device=device) if need_offset_mask else None
+    grad_mask = None
+    if need_offset_mask and mask is not None:
+        grad_mask = torch.empty(mask.shape, dtype=source.dtype, device=device)
+    packed_weight = kernel_weight(weight)
+
+    if not (need_input and torch.are_deterministic_algorithms_enabled()):
+        grad_input = None
+        target_strides: tuple[int, ...] = (0, 0, 0, 0)
+        if need_input:
+            grad_input = torch.zeros_like(source, dtype=acc, memory_format=torch.channels_last)
+            target_strides = grad_input.stride()
+        _launch_data_grad(
+            grad_output, source, offset, mask, packed_weight, shape, conv,
+            grad_input, target_strides, None, grad_offset, grad_mask,
+        )
+        return grad_input, grad_offset, grad_mask
+
+    grad_input = torch.zeros(source.shape, dtype=acc, device=device)
+    per_group = shape.in_per_offset_group
+    span = shape.kernel_points * shape.out_h * shape.out_w
+    for start in range(0, shape.batch, batch_chunk):
+        chunk = slice(start, start + batch_chunk)
+        m = min(shape.batch, start + batch_chunk) - start
+        columns = torch.empty(m, shape.in_channels, span, dtype=acc, device=device)
+        index = torch.empty(m, shape.offset_groups, 4, span, dtype=torch.int64, device=device)
+        corner_weight = torch.empty(m, shape.offset_groups, 4, span, dtype=acc, device=device)
+        _launch_data_grad(
+            grad_output[chunk], source[chunk], offset[chunk], None if mask is None else mask[chunk],
+            packed_weight, shape, conv, columns, (*columns.stride()[:2], 0, 0), (index, corner_weight),
+            None if grad_offset is None else grad_offset[chunk],
+            None if grad_mask is None else grad_mask[chunk],
+        )
+        target = grad_input[chunk].view(m, shape.offset_groups, per_group, -1)
+        grouped = columns.view(m, shape.offset_groups, per_group, span)
+        expanded = (m, shape.offset_groups, per_group, span)
+        for corner in range(4):
+            contribution = grouped * corner_weight[:, :, corner, None, :]
+            target.scatter_add_(3, index[:, :, corner, None, :].expand(expanded), contribution)
+    return grad_input, grad_offset, grad_mask
+
+
+def _weight_grad(
+    grad_output: Tensor,
+    source: Tensor,
+    offset: Tensor,
+    mask: Tensor | None,
+    weight: Tensor,
+    shape: ConvShape,
+    conv: tuple[int, ...],
+) -> Tensor:
+    """Weight gradient (Tensor[C_out, C_in/groups, kh, kw], accumulation dtype)."""
+    acc = accumulation_dtype(source.dtype)
+    total = shape.batch * shape.out_h * shape.out_w
+    if total == 0:
+        return torch.zeros(weight.shape, dtype=acc, device=source.device)
+    prec = precision(source.dtype)
+    tile = tiles(shape.channel_run, shape.out_per_group, source.dtype)
+    o_tiles = triton.cdiv(shape.out_per_group, tile.block_o)
+    c_tiles = triton.cdiv(shape.in_per_group, tile.block_c)
+    programs = o_tiles * c_tiles * shape.kernel_points * shape.groups
+    pixel_tiles = triton.cdiv(total, BLOCK_P)
+    wanted = triton.cdiv(_WEIGHT_GRAD_OCCUPANCY * multiprocessors(source.device), programs)
+    splits = max(1, min(pixel_tiles, wanted))
+    split_size = triton.cdiv(pixel_tiles, splits) * BLOCK_P
+    splits = triton.cdiv(total, split_size)
+
+    partial = torch.empty(splits, *weight.shape[:2], shape.kernel_points, dtype=acc, device=source.device)
+    grid = (o_tiles * c_tiles, shape.kernel_points, shape.groups * splits)
+    weight_grad_kernel[grid](
+        grad_output, source, offset, offset if mask is None else mask, partial,
+        total, split_size, shape.height, shape.width, shape.out_h, shape.out_w,
+        shape.out_channels, shape.in_per_group, shape.out_per_group, shape.in_per_offset_group,
+        shape.kernel_w, shape.kernel_points, c_tiles, splits,
+        *conv,
+        *grad_output.stride(), *source.stride(), *offset.stride(), *_mask_strides(mask),
+        HAS_MASK=mask is not None,
+        ACC=prec.acc, IO=prec.io, OPERAND=prec.operand,
+        USE_DOT=tile.use_dot, DOT_PRECISION=prec.dot_precision,
+        BLOCK_P=BLOCK_P, BLOCK_C=tile.block_c, BLOCK_O=tile.block_o,
+    )
+    return partial.sum(0).view(weight.shape)
+
+
+def deform_conv2d_backward(
+    grad_output: Tensor,
+    input: Tensor,
+    offset: Tensor,
+    mask: Tensor | None,
+    weight: Tensor,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    batch_chunk: int,
+    need_input: bool,
+    need_offset_mask: bool,
+    need_weight: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Backward op kernel: ``(grad_input, grad_offset, grad_mask, grad_weight)``.
+
+    Args:
+        grad_output (Tensor[N, C_out, Ho, Wo]): gradient of the forward's output.
+        batch_chunk: images per column buffer; used only by the deterministic input gradient.
+
+    Returns:
+        Gradients with the shapes (contiguous) and dtype of input, offset, mask and weight; an
+        empty tensor for one not asked for (and for the mask gradient when ``mask`` is None).
+    """
+    shape = conv_shape(input, offset, weight)
+    conv = (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
+    empty = input.new_empty(0)
+    with on_device(input.device):
+        source = channels_last(input)
+        grad_input = grad_offset = grad_mask = grad_weight = None
+        if need_input or need_offset_mask:
+            grad_input, grad_offset, grad_mask = _data_grads(
+                grad_output, source, offset, mask, weight, shape, conv, batch_chunk, need_input, need_offset_mask
+            )
+        if need_weight:
+            grad_weight = _weight_grad(grad_output, source, offset, mask, weight, shape, conv)
+    return (
+        empty if grad_input is None else grad_input.to(input.dtype).contiguous(),
+        empty if grad_offset is None else grad_offset,
+        empty if grad_mask is None else grad_mask,
+        empty if grad_weight is None else grad_weight.to(weight.dtype),
+    )

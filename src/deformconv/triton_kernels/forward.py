@@ -1,0 +1,327 @@
+"""Forward op on CUDA in Triton: implicit GEMM, or a column buffer plus a cuBLAS matmul.
+
+Two strategies compute the same result:
+
+- ``"implicit"`` (default): each program owns a tile of output pixels (of the whole batch,
+  ``N*Ho*Wo`` in one dimension) by a tile of output channels of one group. It loops over the
+  offset groups of its channels, the kernel points and the channel tiles, samples the input
+  tile on the fly and feeds it to ``tl.dot`` with the matching weight tile. No column buffer is
+  written, so ``batch_chunk`` does not apply.
+- ``"columns"``: a Triton kernel samples ``batch_chunk`` images into a column buffer
+  (Tensor[C_in*kh*kw, n*Ho*Wo], input dtype), then ``torch.matmul`` multiplies it per group.
+
+Choose with :func:`set_forward_strategy` or the environment variable
+``DEFORMCONV_TRITON_FORWARD`` (read when this module is imported).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from deformconv.triton_kernels.launch import (
+    BLOCK_P,
+    channels_last,
+    conv_shape,
+    kernel_weight,
+    on_device,
+    precision,
+    tiles,
+)
+from deformconv.triton_kernels.sampling import (
+    bilinear_corners,
+    interpolate,
+    load_corners,
+    load_modulation,
+    output_pixels,
+    sample_position,
+    tile_product,
+)
+
+FORWARD_STRATEGIES = ("implicit", "columns")
+_strategy = "implicit"
+
+
+def set_forward_strategy(name: str) -> None:
+    """Selects how the forward op runs on CUDA: ``"implicit"`` or ``"columns"``.
+
+    Raises:
+        ValueError: ``name`` is not one of ``FORWARD_STRATEGIES``.
+    """
+    global _strategy
+    if name not in FORWARD_STRATEGIES:
+        raise ValueError(f"forward strategy must be one of {FORWARD_STRATEGIES}, got {name!r}")
+    _strategy = name
+
+
+def get_forward_strategy() -> str:
+    """The forward strategy in use (see :func:`set_forward_strategy`)."""
+    return _strategy
+
+
+set_forward_strategy(os.environ.get("DEFORMCONV_TRITON_FORWARD", "implicit"))
+
+
+@triton.jit
+def _implicit_forward_kernel(
+    input_ptr, offset_ptr, mask_ptr, weight_ptr, bias_ptr, out_ptr,
+    total, height, width, out_h, out_w,
+    out_channels, in_per_group, out_per_group, in_per_offset_group, kernel_w, kernel_points,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    s_in_n, s_in_c, s_in_h, s_in_w,
+    s_off_n, s_off_c, s_off_h, s_off_w,
+    s_m_n, s_m_c, s_m_h, s_m_w,
+    HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ACC: tl.constexpr, IO: tl.constexpr, OPERAND: tl.constexpr,
+    USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
+):
+    """out[p, o] = sum over (c, k) of sampled[p, c, k] * weight[k, c, o], for one group.
+
+    Grid: (pixel tiles, output-channel tiles, groups). ``weight_ptr`` is
+    Tensor[kh*kw, C_in/groups, C_out] (see :func:`launch.kernel_weight`).
+    """
+    group = tl.program_id(2)
+    n, pixel, oy, ox, valid = output_pixels(tl.program_id(0) * BLOCK_P, total, out_h, out_w, BLOCK_P)
+    o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    o_valid = o < out_per_group
+    o_global = group * out_per_group + o
+    image = n.to(tl.int64) * s_in_n
+
+    acc = tl.zeros([BLOCK_P, BLOCK_O], dtype=ACC)
+    c_begin = group * in_per_group
+    c_end = c_begin + in_per_group
+    # The group's channels split into runs that share one offset group.
+    for og in range(c_begin // in_per_offset_group, (c_end - 1) // in_per_offset_group + 1):
+        lo = tl.maximum(c_begin, og * in_per_offset_group)
+        hi = tl.minimum(c_end, og * in_per_offset_group + in_per_offset_group)
+        for k in range(kernel_points):
+            tap_y = k // kernel_w
+            point = og * kernel_points + k
+            y, x = sample_position(
+                offset_ptr, n, oy, ox, valid, point, tap_y, k - tap_y * kernel_w,
+                s_off_n, s_off_c, s_off_h, s_off_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, ACC,
+            )
+            row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
+            corner = image + row.to(tl.int64) * s_in_h + col.to(tl.int64) * s_in_w
+            if HAS_MASK:
+                modulation = load_modulation(
+                    mask_ptr, n, oy, ox, valid, point, s_m_n, s_m_c, s_m_h, s_m_w, ACC
+                )
+            for c0 in range(lo, hi, BLOCK_C):
+                c = c0 + tl.arange(0, BLOCK_C)
+                c_valid = c < hi
+                v00, v01, v10, v11 = load_corners(
+                    input_ptr, corner, c.to(tl.int64) * s_in_c, c_valid, s_in_h, s_in_w,
+                    top, bottom, left, right, ACC,
+                )
+                sampled = interpolate(v00, v01, v10, v11, ly, lx)
+                if HAS_MASK:
+                    sampled = sampled * modulation[:, None]
+                w_rows = (k * in_per_group + c - c_begin).to(tl.int64) * out_channels
+                w = tl.load(
+                    weight_ptr + w_rows[:, None] + o_global[None, :],
+                    mask=c_valid[:, None] & o_valid[None, :],
+                    other=0.0,
+                )
+                acc = tile_product(sampled, w, acc, IO, OPERAND, USE_DOT, DOT_PRECISION)
+
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + o_global, mask=o_valid, other=0.0).to(ACC)[None, :]
+    plane = out_h * out_w
+    out = out_ptr + (n.to(tl.int64) * out_channels * plane + pixel)[:, None] + (o_global * plane)[None, :]
+    tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=valid[:, None] & o_valid[None, :])
+
+
+@triton.jit
+def _columns_kernel(
+    input_ptr, offset_ptr, mask_ptr, columns_ptr,
+    total, height, width, out_h, out_w,
+    in_per_offset_group, kernel_w, kernel_points,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    s_in_n, s_in_c, s_in_h, s_in_w,
+    s_off_n, s_off_c, s_off_h, s_off_w,
+    s_m_n, s_m_c, s_m_h, s_m_w,
+    HAS_MASK: tl.constexpr, ACC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    """columns[c*kh*kw + k, p] = sampled (and modulated) input channel c at kernel point k.
+
+    Grid: (pixel tiles, offset groups * kernel points).
+    """
+    og = tl.program_id(1) // kernel_points
+    k = tl.program_id(1) - og * kernel_points
+    start = tl.program_id(0) * BLOCK_P
+    n, pixel, oy, ox, valid = output_pixels(start, total, out_h, out_w, BLOCK_P)
+    p = start + tl.arange(0, BLOCK_P)
+    tap_y = k // kernel_w
+    y, x = sample_position(
+        offset_ptr, n, oy, ox, valid, tl.program_id(1), tap_y, k - tap_y * kernel_w,
+        s_off_n, s_off_c, s_off_h, s_off_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, ACC,
+    )
+    row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
+    corner = n.to(tl.int64) * s_in_n + row.to(tl.int64) * s_in_h + col.to(tl.int64) * s_in_w
+    if HAS_MASK:
+        modulation = load_modulation(
+            mask_ptr, n, oy, ox, valid, tl.program_id(1), s_m_n, s_m_c, s_m_h, s_m_w, ACC
+        )
+    lo = og * in_per_offset_group
+    hi = lo + in_per_offset_group
+    for c0 in range(lo, hi, BLOCK_C):
+        c = c0 + tl.arange(0, BLOCK_C)
+        c_valid = c < hi
+        v00, v01, v10, v11 = load_corners(
+            input_ptr, corner, c.to(tl.int64) * s_in_c, c_valid, s_in_h, s_in_w, top, bottom, left, right, ACC
+        )
+        sampled = interpolate(v00, v01, v10, v11, ly, lx)
+        if HAS_MASK:
+            sampled = sampled * modulation[:, None]
+        rows = (c.to(tl.int64) * kernel_points + k) * total
+        tl.store(
+            columns_ptr + rows[None, :] + p[:, None],
+            sampled.to(columns_ptr.dtype.element_ty),
+            mask=valid[:, None] & c_valid[None, :],
+        )
+
+
+def _mask_args(mask: Tensor | None, offset: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+    """The mask pointer and strides; without a mask, a placeholder the kernel never reads."""
+    if mask is None:
+        return offset, (0, 0, 0, 0)
+    return mask, mask.stride()
+
+
+def _implicit_forward(
+    input: Tensor,
+    offset: Tensor,
+    mask: Tensor | None,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    shape = conv_shape(input, offset, weight)
+    out = torch.empty(shape.batch, shape.out_channels, shape.out_h, shape.out_w,
+                      dtype=input.dtype, device=input.device)
+    total = shape.batch * shape.out_h * shape.out_w
+    if total == 0:
+        return out
+    source = channels_last(input)
+    prec = precision(input.dtype)
+    tile = tiles(shape.channel_run, shape.out_per_group, input.dtype)
+    mask_t, mask_strides = _mask_args(mask, offset)
+    grid = (triton.cdiv(total, BLOCK_P), triton.cdiv(shape.out_per_group, tile.block_o), shape.groups)
+    _implicit_forward_kernel[grid](
+        source, offset, mask_t, kernel_weight(weight), bias.contiguous() if bias is not None else out, out,
+        total, shape.height, shape.width, shape.out_h, shape.out_w,
+        shape.out_channels, shape.in_per_group, shape.out_per_group, shape.in_per_offset_group,
+        shape.kernel_w, shape.kernel_points,
+        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+        *source.stride(), *offset.stride(), *mask_strides,
+        HAS_MASK=mask is not None, HAS_BIAS=bias is not None,
+        ACC=prec.acc, IO=prec.io, OPERAND=prec.operand,
+        USE_DOT=tile.use_dot, DOT_PRECISION=prec.dot_precision,
+        BLOCK_P=BLOCK_P, BLOCK_C=tile.block_c, BLOCK_O=tile.block_o,
+    )
+    return out
+
+
+def sample_columns(
+    input: Tensor,
+    offset: Tensor,
+    mask: Tensor | None,
+    kernel: tuple[int, int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> Tensor:
+    """Samples (and modulates) every input channel at every kernel point: the im2col buffer.
+
+    Args:
+        input (Tensor[n, C_in, H, W]): the images of one batch chunk.
+        offset (Tensor[n, 2*G*kh*kw, Ho, Wo]): their offsets.
+        mask (Tensor[n, G*kh*kw, Ho, Wo], optional): their masks.
+        kernel: (kh, kw).
+
+    Returns:
+        Tensor[C_in*kh*kw, n*Ho*Wo] in the input dtype; row ``c*kh*kw + k`` is channel ``c`` at
+        kernel point ``k``, column ``(i*Ho + oy)*Wo + ox`` is output pixel (oy, ox) of image i.
+    """
+    n, in_channels, height, width = input.shape
+    points = kernel[0] * kernel[1]
+    offset_groups = offset.shape[1] // (2 * points)
+    out_h, out_w = offset.shape[2:]
+    total = n * out_h * out_w
+    columns = torch.empty(in_channels * points, total, dtype=input.dtype, device=input.device)
+    if total == 0:
+        return columns
+    source = channels_last(input)
+    per_offset_group = in_channels // offset_groups
+    block_c = max(2, min(32, triton.next_power_of_2(per_offset_group)))
+    mask_t, mask_strides = _mask_args(mask, offset)
+    _columns_kernel[(triton.cdiv(total, BLOCK_P), offset_groups * points)](
+        source, offset, mask_t, columns,
+        total, height, width, out_h, out_w, per_offset_group, kernel[1], points,
+        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+        *source.stride(), *offset.stride(), *mask_strides,
+        HAS_MASK=mask is not None, ACC=precision(input.dtype).acc, BLOCK_P=BLOCK_P, BLOCK_C=block_c,
+    )
+    return columns
+
+
+def _columns_forward(
+    input: Tensor,
+    offset: Tensor,
+    mask: Tensor | None,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    batch_chunk: int,
+) -> Tensor:
+    shape = conv_shape(input, offset, weight)
+    out = torch.empty(shape.batch, shape.out_channels, shape.out_h, shape.out_w,
+                      dtype=input.dtype, device=input.device)
+    group_weight = weight.reshape(shape.groups, shape.out_per_group, -1)
+    for start in range(0, shape.batch, batch_chunk):
+        chunk = slice(start, start + batch_chunk)
+        m = min(shape.batch, start + batch_chunk) - start
+        columns = sample_columns(
+            input[chunk], offset[chunk], None if mask is None else mask[chunk],
+            (shape.kernel_h, shape.kernel_w), stride, padding, dilation,
+        )
+        result = torch.matmul(group_weight, columns.view(shape.groups, -1, columns.shape[1]))
+        result = result.view(shape.out_channels, m, shape.out_h, shape.out_w).transpose(0, 1)
+        if bias is not None:
+            result = result + bias.view(1, -1, 1, 1)
+        out[chunk] = result
+    return out
+
+
+def deform_conv2d_forward(
+    input: Tensor,
+    offset: Tensor,
+    mask: Tensor | None,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    batch_chunk: int,
+) -> Tensor:
+    """Forward op kernel (see :func:`deformconv.deform_conv2d` for the argument shapes).
+
+    Returns:
+        Tensor[N, C_out, Ho, Wo], contiguous, in the input dtype; half types accumulate in
+        float32.
+    """
+    with on_device(input.device):
+        if _strategy == "columns":
+            return _columns_forward(input, offset, mask, weight, bias, stride, padding, dilation, batch_chunk)
+        return _implicit_forward(input, offset, mask, weight, bias, stride, padding, dilation)
