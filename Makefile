@@ -20,12 +20,11 @@ $(STAMP): requirements-dev.txt pyproject.toml setup.py $(CSRC)
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
 
 # The Triton kernels run in Triton's CPU interpreter, which must be chosen before Triton is first
 # imported: their tests run in a process of their own (tests/conftest.py leaves them out otherwise).
-test: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
+test: lint
 	$(VENV)/bin/python -m pytest -q
 	TRITON_INTERPRET=1 $(VENV)/bin/python -m pytest -q tests/test_triton_kernels.py
 

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from deformconv import dispatch
 from deformconv.ops import budget
+from deformconv.ops.autocast import cast_for_autocast
 from deformconv.ops.checks import IntPair, check_args, to_pair
 from deformconv.ops.reference import accumulation_dtype
 
@@ -184,6 +185,7 @@ def deform_conv2d(
     stride = to_pair(stride, "stride")
     padding = to_pair(padding, "padding")
     dilation = to_pair(dilation, "dilation")
+    input, offset, mask, weight, bias = cast_for_autocast(input, offset, mask, weight, bias)
     geometry = check_args(input, offset, mask, weight, bias, stride, padding, dilation)
     element_size = torch.finfo(accumulation_dtype(input.dtype)).bits // 8
     chunk = budget.batch_chunk(geometry.column_elements_per_image, element_size)
