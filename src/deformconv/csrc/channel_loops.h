@@ -1,0 +1,175 @@
+// Loops over the channels of one sample point: the work that the bilinear weights, computed
+// once per sample point, are reused for. The input is channels-last, so the channels of a
+// corner are contiguous; columns are read and written through gather/put helpers that make
+// them contiguous too.
+#pragma once
+
+#include <cstdint>
+
+#include "geometry.h"
+#include "sampling.h"
+#include "vectorize.h"
+
+namespace deformconv {
+
+// Independent partial sums per dot product: one cache line, so the compiler vectorises the
+// loop at any vector width; they are added up in a fixed order, so results never depend on
+// the instruction set's vector width or on threads.
+template <typename T>
+constexpr int kLanes = 64 / sizeof(T);
+
+// dst[i] = sum over the valid corners j of weight[j] * corner_j[i], i in [0, length);
+// `image` points at the first channel of the range in pixel 0 of a [H*W, channels] image.
+template <typename T>
+DEFORMCONV_INLINE void blend(T* __restrict__ dst, const T* image, int64_t channels, const SamplePoint<T>& s,
+                             const T (&weight)[4], int64_t length) {
+  if (s.valid == SamplePoint<T>::kAllValid) {
+    const T* __restrict__ a = image + s.index[0] * channels;
+    const T* __restrict__ b = image + s.index[1] * channels;
+    const T* __restrict__ c = image + s.index[2] * channels;
+    const T* __restrict__ d = image + s.index[3] * channels;
+    const T wa = weight[0], wb = weight[1], wc = weight[2], wd = weight[3];
+    for (int64_t i = 0; i < length; ++i) {
+      dst[i] = wa * a[i] + wb * b[i] + wc * c[i] + wd * d[i];
+    }
+    return;
+  }
+  for (int64_t i = 0; i < length; ++i) {
+    dst[i] = T(0);
+  }
+  for (int j = 0; j < 4; ++j) {
+    if (s.valid & (1 << j)) {
+      const T* __restrict__ corner = image + s.index[j] * channels;
+      const T w = weight[j];
+      for (int64_t i = 0; i < length; ++i) {
+        dst[i] += w * corner[i];
+      }
+    }
+  }
+}
+
+// dots[j] += sum over i in [0, length) of grad[i] * corner_j[i], for every valid corner j.
+template <typename T>
+DEFORMCONV_INLINE void corner_dots(const T* __restrict__ grad, const T* image, int64_t channels,
+                                   const SamplePoint<T>& s, int64_t length, T (&dots)[4]) {
+  constexpr int L = kLanes<T>;
+  T lanes[4][L] = {};
+  const int64_t body = length - length % L;
+  if (s.valid == SamplePoint<T>::kAllValid) {
+    const T* __restrict__ a = image + s.index[0] * channels;
+    const T* __restrict__ b = image + s.index[1] * channels;
+    const T* __restrict__ c = image + s.index[2] * channels;
+    const T* __restrict__ d = image + s.index[3] * channels;
+    for (int64_t i = 0; i < body; i += L) {
+      for (int l = 0; l < L; ++l) {
+        const T gv = grad[i + l];
+        lanes[0][l] += gv * a[i + l];
+        lanes[1][l] += gv * b[i + l];
+        lanes[2][l] += gv * c[i + l];
+        lanes[3][l] += gv * d[i + l];
+      }
+    }
+    for (int64_t i = body; i < length; ++i) {
+      lanes[0][i - body] += grad[i] * a[i];
+      lanes[1][i - body] += grad[i] * b[i];
+      lanes[2][i - body] += grad[i] * c[i];
+      lanes[3][i - body] += grad[i] * d[i];
+    }
+  } else {
+    for (int j = 0; j < 4; ++j) {
+      if (!(s.valid & (1 << j))) {
+        continue;
+      }
+      const T* __restrict__ corner = image + s.index[j] * channels;
+      for (int64_t i = 0; i < body; i += L) {
+        for (int l = 0; l < L; ++l) {
+          lanes[j][l] += grad[i + l] * corner[i + l];
+        }
+      }
+      for (int64_t i = body; i < length; ++i) {
+        lanes[j][i - body] += grad[i] * corner[i];
+      }
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    T sum = T(0);
+    for (int l = 0; l < L; ++l) {
+      sum += lanes[j][l];
+    }
+    dots[j] += sum;
+  }
+}
+
+// corner_j[i] += weight[j] * grad[i] for every valid corner j, i in [0, length).
+template <typename T>
+DEFORMCONV_INLINE void scatter(T* image, int64_t channels, const SamplePoint<T>& s, const T (&weight)[4],
+                               const T* __restrict__ grad, int64_t length) {
+  for (int j = 0; j < 4; ++j) {
+    if (!(s.valid & (1 << j))) {
+      continue;
+    }
+    T* __restrict__ corner = image + s.index[j] * channels;
+    const T w = weight[j];
+    for (int64_t i = 0; i < length; ++i) {
+      corner[i] += w * grad[i];
+    }
+  }
+}
+
+// The column entries of one channel range in one row, for every kernel point: point k's
+// channels are contiguous at data + k * stride.
+template <typename T>
+struct RangeColumns {
+  T* data;
+  int64_t stride;
+};
+
+// The column entries of `range` in a row, for the K kernel points: in place when one run holds
+// the range contiguously, otherwise gathered into `buffer` ([K][range.length]). The copy goes
+// run by run, since a run's entries for all K points are together in the column buffer.
+template <typename T>
+DEFORMCONV_INLINE RangeColumns<const T> gather_columns(const T* row_columns, const ChannelRange& range,
+                                                       int64_t points, T* buffer) {
+  if (range.contiguous()) {
+    return {row_columns + range.runs[0].column, range.runs[0].point_step};
+  }
+  for (const ChannelRun& run : range.runs) {
+    for (int64_t k = 0; k < points; ++k) {
+      const T* source = row_columns + run.column + k * run.point_step;
+      T* target = buffer + k * range.length + (run.channel - range.channel);
+      for (int64_t i = 0; i < run.length; ++i) {
+        target[i] = source[i * run.channel_step];
+      }
+    }
+  }
+  return {buffer, range.length};
+}
+
+// Where to write the column entries of `range` in a row: in place when one run holds the range
+// contiguously, otherwise `buffer` ([K][range.length]), which put_columns then copies into place.
+template <typename T>
+DEFORMCONV_INLINE RangeColumns<T> column_target(T* row_columns, const ChannelRange& range, T* buffer) {
+  if (range.contiguous()) {
+    return {row_columns + range.runs[0].column, range.runs[0].point_step};
+  }
+  return {buffer, range.length};
+}
+
+template <typename T>
+DEFORMCONV_INLINE void put_columns(const T* buffer, const ChannelRange& range, int64_t points,
+                                   T* row_columns) {
+  if (range.contiguous()) {
+    return;
+  }
+  for (const ChannelRun& run : range.runs) {
+    for (int64_t k = 0; k < points; ++k) {
+      const T* source = buffer + k * range.length + (run.channel - range.channel);
+      T* target = row_columns + run.column + k * run.point_step;
+      for (int64_t i = 0; i < run.length; ++i) {
+        target[i * run.channel_step] = source[i];
+      }
+    }
+  }
+}
+
+}  // namespace deformconv

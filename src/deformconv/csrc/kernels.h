@@ -1,0 +1,64 @@
+// The kernels of the C++ CPU backend. Every tensor is a raw pointer to contiguous data of the
+// accumulation type T (float or double), channels last:
+//   input          [images, H, W, C]
+//   offset         [images, P, 2*G*K]   (dy, dx) pairs, offset group major, kernel point minor
+//   mask           [images, P, G*K]     or nullptr for DCNv1
+//   columns        rows [row_begin, row_end) of the chunk (row = image * P + pixel), laid out
+//                  [groups][rows][K][C_in/groups] (see geometry.h)
+// Each kernel is parallel over work items that own every element they write, so the results
+// do not depend on the number of threads and are bitwise reproducible.
+#pragma once
+
+#include <cstdint>
+
+#include "geometry.h"
+
+namespace deformconv {
+
+// columns = mask * bilinear samples of the input (im2col); parallel over output pixels.
+template <typename T>
+void sample_columns(const T* input, const T* offset, const T* mask, const Geometry& geometry,
+                    int64_t row_begin, int64_t row_end, T* columns);
+
+// Gradients of the offsets and the mask given grad_columns (the gradient of the masked
+// columns); parallel over output pixels, each owning its sample points.
+//   grad_offset [images, P, 2*G*K], grad_mask [images, P, G*K] (nullptr when there is no mask),
+// of which the rows [row_begin, row_end) are written.
+template <typename T>
+void coordinate_grad(const T* input, const T* offset, const T* mask, const T* grad_columns,
+                     const Geometry& geometry, int64_t row_begin, int64_t row_end, T* grad_offset,
+                     T* grad_mask);
+
+// Adds the gradient of the input given grad_columns (col2im) of rows [row_begin, row_end) to
+// grad_input [images, H, W, C]; parallel over (image, block of channels), each owning its
+// grad_input elements.
+template <typename T>
+void input_grad(const T* offset, const T* mask, const T* grad_columns, const Geometry& geometry,
+                int64_t row_begin, int64_t row_end, T* grad_input);
+
+// Depthwise convolution (C_in/groups == C_out/groups == 1), no column buffer; weight is
+// [K, C] and grad_output / output are [images * P, C] (channels last).
+//   output = sum over kernel points of weight * mask * bilinear sample.
+template <typename T>
+void depthwise_forward(const T* input, const T* offset, const T* mask, const T* weight,
+                       const Geometry& geometry, int64_t images, T* output);
+
+// Depthwise gradients of the offsets and the mask (layouts as in coordinate_grad).
+template <typename T>
+void depthwise_coordinate_grad(const T* input, const T* offset, const T* mask, const T* weight,
+                               const T* grad_output, const Geometry& geometry, int64_t images, T* grad_offset,
+                               T* grad_mask);
+
+// Depthwise gradients of the input (added to grad_input [images, H, W, C]) and of the weight
+// (added to grad_weight [K, C]); either may be nullptr when not needed.
+template <typename T>
+void depthwise_input_weight_grad(const T* input, const T* offset, const T* mask, const T* weight,
+                                 const T* grad_output, const Geometry& geometry, int64_t images,
+                                 T* grad_input, T* grad_weight);
+
+// dst[n][j][i] = src[n][i][j] converted to D, for n < images, i < rows, j < cols: between
+// channels-first and channels-last layouts.
+template <typename S, typename D>
+void transpose_images(const S* src, int64_t images, int64_t rows, int64_t cols, D* dst);
+
+}  // namespace deformconv
