@@ -64,7 +64,7 @@ def compare(backend: str, dtype: torch.dtype, device: str, seed: int = 0) -> flo
         tensors, params = _random_case(config, dtype, device, generator)
         for got, want in zip(_outputs(backend, tensors, params), _outputs("reference", tensors, params)):
             scale = want.abs().max().clamp_min(1.0)
-            worst = max(worst, float(((got.float() - want.float()).abs().max() / scale).cpu()))
+            worst = max(worst, float(((got.double() - want.double()).abs().max() / scale).cpu()))
     return worst
 
 
