@@ -46,28 +46,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--epochs", type=_positive, default=None, help=f"training epochs (default {DEFAULT_EPOCHS}; quick: 4)"
     )
     parser.add_argument(
-        "--seeds", type=_positive, default=None,
+        "--seeds",
+        type=_positive,
+        default=None,
         help=f"number of seeds, 0..N-1, each training all three models (default {DEFAULT_SEEDS}; quick: 2)",
     )
     parser.add_argument(
-        "--modulated", action=argparse.BooleanOptionalAction, default=True,
+        "--modulated",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="DCNv2 layers with a learned mask (default), or DCNv1 with --no-modulated",
     )
     parser.add_argument(
-        "--deformable-layers", type=int, choices=range(1, BODY_DEPTH + 1), default=BODY_DEPTH,
+        "--deformable-layers",
+        type=int,
+        choices=range(1, BODY_DEPTH + 1),
+        default=BODY_DEPTH,
         help=f"how many of the last body convolutions deform (default: all {BODY_DEPTH})",
     )
     parser.add_argument(
-        "--offset-lr-scale", type=_non_negative_float, default=TrainConfig().offset_lr_scale,
+        "--offset-lr-scale",
+        type=_non_negative_float,
+        default=TrainConfig().offset_lr_scale,
         help="learning rate of the offset convolutions relative to the others (default %(default)g)",
     )
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="report folder (default %(default)s)")
-    parser.add_argument(
-        "--quick", action="store_true", help="a small run (under a minute) for tests and a first look"
-    )
+    parser.add_argument("--quick", action="store_true", help="a small run (under a minute) for tests and a first look")
     parser.add_argument("--threads", type=_positive, default=None, help="CPU threads (default: PyTorch's choice)")
     parser.add_argument(
-        "--device", choices=("auto", "cpu", "cuda"), default="auto",
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
         help="where to train; auto picks cuda when available (default %(default)s)",
     )
 
@@ -141,12 +150,9 @@ def _write_report(results: Results, environment: dict[str, object], out: Path) -
         {model: [run.history for run in runs] for model, runs in results.runs.items()}, out / files["curves"]
     )
     report.write_page(results, files, environment, out / "index.md")
-    report.write_json(
-        report.to_json(results, {"environment": environment, "figures": files}), out / "results.json"
-    )
+    report.write_json(report.to_json(results, {"environment": environment, "figures": files}), out / "results.json")
     print()
     print(report.format_text(report.table_rows(results)))
     print()
     print(report.format_text(report.spread_rows(results)))
     print(f"\nReport: {out / 'index.md'} (figures {', '.join(files.values())}; data results.json)")
-

@@ -38,10 +38,7 @@ class Geometry:
     angle: tuple[float, float]
 
     def describe(self) -> str:
-        return (
-            f"size {self.size[0]:g}-{self.size[1]:g} px, "
-            f"rotation {self.angle[0]:g}-{self.angle[1]:g} deg"
-        )
+        return f"size {self.size[0]:g}-{self.size[1]:g} px, rotation {self.angle[0]:g}-{self.angle[1]:g} deg"
 
 
 @dataclass(frozen=True)
@@ -127,9 +124,7 @@ def make_test_sets(
     return sets
 
 
-def training_epoch(
-    pool: Digits, geometry: Geometry, canvas: int, seed: int, epoch: int
-) -> tuple[Tensor, Tensor]:
+def training_epoch(pool: Digits, geometry: Geometry, canvas: int, seed: int, epoch: int) -> tuple[Tensor, Tensor]:
     """A fresh rendering of the training pool for one epoch, in a shuffled order.
 
     Returns:
@@ -140,4 +135,3 @@ def training_epoch(
     order = torch.randperm(len(pool.labels), generator=generator)
     images = render(pool.images[order], geometry, canvas, generator)
     return images, pool.labels[order]
-

@@ -73,9 +73,7 @@ def plot_sampling(examples: Sequence[SamplingExample], path: Path) -> None:
                 ax.set_ylabel(name)
             if row == 0:
                 ax.set_title(example.title, fontsize=9)
-    fig.suptitle(
-        "Sampling points of one output unit (green) through the stacked deformable layers", fontsize=10
-    )
+    fig.suptitle("Sampling points of one output unit (green) through the stacked deformable layers", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
