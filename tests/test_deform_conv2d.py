@@ -20,15 +20,23 @@ def _forward_and_grads(fn, tensors: dict, params: dict, grad_seed: int = 1):
     return out.detach(), {k: (torch.zeros_like(v) if g is None else g) for (k, v), g in zip(leaves.items(), grads)}
 
 
+CPU_BACKENDS = [name for name, state in deformconv.backends().items()
+                if state["available"] and ("cpu" in state["devices"] or "any" in state["devices"])]
+
+
 @pytest.mark.parametrize("case", GRID, ids=case_id)
 def test_forward_and_gradients_match_oracle(case: Case):
     tensors, params = case.tensors(), case.params()
-    out, grads = _forward_and_grads(deformconv.deform_conv2d, tensors, params)
     expected_out, expected_grads = _forward_and_grads(deform_conv2d_oracle, tensors, params)
-    assert out.shape == (case.batch, case.out_channels, *case.out_size)
-    torch.testing.assert_close(out, expected_out, rtol=1e-10, atol=1e-10)
-    for name in tensors:
-        torch.testing.assert_close(grads[name], expected_grads[name], rtol=1e-9, atol=1e-9, msg=name)
+    for backend in CPU_BACKENDS:  # the oracle is slow: compute it once for every backend
+        with deformconv.use_backend(backend):
+            out, grads = _forward_and_grads(deformconv.deform_conv2d, tensors, params)
+        assert out.shape == (case.batch, case.out_channels, *case.out_size)
+        torch.testing.assert_close(out, expected_out, rtol=1e-10, atol=1e-10,
+                                   msg=lambda m, b=backend: f"{b}: {m}")
+        for name in tensors:
+            torch.testing.assert_close(grads[name], expected_grads[name], rtol=1e-9, atol=1e-9,
+                                       msg=lambda m, b=backend, n=name: f"{b}, {n}: {m}")
 
 
 @pytest.mark.parametrize(
@@ -65,7 +73,7 @@ def test_offsets_in_minus_one_zero_near_the_border():
     expected_out, expected_grads = _forward_and_grads(deform_conv2d_oracle, tensors, case.params())
     torch.testing.assert_close(out, expected_out)
     for name in tensors:
-        torch.testing.assert_close(grads[name], expected_grads[name], msg=name)
+        torch.testing.assert_close(grads[name], expected_grads[name], msg=lambda m, n=name: f"{n}: {m}")
 
 
 @pytest.mark.parametrize(
