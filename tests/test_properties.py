@@ -35,7 +35,7 @@ def cases(draw) -> Case:
     return case
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)  # the same examples in every CI run
 @given(case=cases(), seed=st.integers(0, 2**16))
 def test_random_configurations_match_oracle(case: Case, seed: int):
     tensors = {k: v.requires_grad_() for k, v in case.tensors(seed=seed).items()}
@@ -43,7 +43,9 @@ def test_random_configurations_match_oracle(case: Case, seed: int):
     expected = deform_conv2d_oracle(**tensors, **case.params())
     torch.testing.assert_close(out, expected)
     if out.numel():
-        grads = torch.autograd.grad(out.sum(), list(tensors.values()))
-        expected_grads = torch.autograd.grad(expected.sum(), list(tensors.values()))
-        for got, want in zip(grads, expected_grads):
-            torch.testing.assert_close(got, want)
+        leaves = list(tensors.values())
+        grads = torch.autograd.grad(out.sum(), leaves)
+        # Where every sample point falls outside the image the oracle never touches the input.
+        expected_grads = torch.autograd.grad(expected.sum(), leaves, allow_unused=True)
+        for got, want, leaf in zip(grads, expected_grads, leaves):
+            torch.testing.assert_close(got, torch.zeros_like(leaf) if want is None else want)

@@ -130,9 +130,44 @@ def gather_corners(image: Tensor, index: Tensor) -> list[Tensor]:
     ]
 
 
-def _split_input(input: Tensor, offset_groups: int) -> Tensor:
+@dataclass
+class SampledChunk:
+    """One batch chunk sampled at its deformed points (in the accumulation dtype).
+
+    Attributes:
+        where: the bilinear corners and weights of every sample point.
+        image (Tensor[n, G, C/G, H*W]): the input, split by offset group.
+        corners: four Tensor[n, G, C/G, K*Ho*Wo], the input read at each corner.
+        values (Tensor[n, G, C/G, K*Ho*Wo]): bilinear samples (before the mask).
+        mask (Tensor[n, G, 1, K*Ho*Wo] or None): the modulation of each sample point.
+    """
+
+    where: Sampling
+    image: Tensor
+    corners: list[Tensor]
+    values: Tensor
+    mask: Tensor | None
+
+
+def sample_chunk(
+    input: Tensor,
+    offset: Tensor,
+    mask: Tensor | None,
+    kernel: tuple[int, int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> SampledChunk:
+    """Samples a batch chunk (``input``, ``offset``, ``mask`` already sliced to it)."""
     n, channels, height, width = input.shape
-    return input.reshape(n, offset_groups, channels // offset_groups, height * width)
+    acc = accumulation_dtype(input.dtype)
+    offset_groups = offset.shape[1] // (2 * kernel[0] * kernel[1])
+    where = sampling(offset.to(acc), (height, width), kernel, stride, padding, dilation)
+    image = input.to(acc).reshape(n, offset_groups, channels // offset_groups, height * width)
+    corners = gather_corners(image, where.index)
+    values = sum(v * where.weight[:, :, c, None, :] for c, v in enumerate(corners))
+    group_mask = None if mask is None else mask.to(acc).reshape(n, offset_groups, 1, -1)
+    return SampledChunk(where, image, corners, values, group_mask)
 
 
 def deform_conv2d_forward(
@@ -147,11 +182,10 @@ def deform_conv2d_forward(
     batch_chunk: int,
 ) -> Tensor:
     """Forward op (see :func:`deformconv.deform_conv2d` for the argument shapes)."""
-    n, in_channels, height, width = input.shape
+    n, in_channels = input.shape[:2]
     out_channels, in_per_group, kh, kw = weight.shape
     groups = in_channels // in_per_group
     out_h, out_w = offset.shape[2:]
-    offset_groups = offset.shape[1] // (2 * kh * kw)
     acc = accumulation_dtype(input.dtype)
 
     group_weight = weight.to(acc).reshape(groups, out_channels // groups, in_per_group * kh * kw)
@@ -159,11 +193,9 @@ def deform_conv2d_forward(
     for start in range(0, n, batch_chunk):
         chunk = slice(start, start + batch_chunk)
         m = min(n, start + batch_chunk) - start
-        where = sampling(offset[chunk].to(acc), (height, width), (kh, kw), stride, padding, dilation)
-        corners = gather_corners(_split_input(input[chunk].to(acc), offset_groups), where.index)
-        columns = sum(v * where.weight[:, :, c, None, :] for c, v in enumerate(corners))
-        if mask is not None:
-            columns = columns * mask[chunk].to(acc).reshape(m, offset_groups, 1, -1)
+        sampled = sample_chunk(input[chunk], offset[chunk], None if mask is None else mask[chunk],
+                               (kh, kw), stride, padding, dilation)
+        columns = sampled.values if sampled.mask is None else sampled.values * sampled.mask
         columns = columns.view(m, groups, in_per_group * kh * kw, out_h * out_w)
         result = torch.matmul(group_weight, columns).view(m, out_channels, out_h, out_w)
         if bias is not None:
@@ -191,7 +223,7 @@ def deform_conv2d_backward(
     A gradient that is not needed (or the mask gradient when ``mask`` is None) is returned as
     an empty tensor.
     """
-    n, in_channels, height, width = input.shape
+    n, in_channels = input.shape[:2]
     out_channels, in_per_group, kh, kw = weight.shape
     groups = in_channels // in_per_group
     out_h, out_w = offset.shape[2:]
@@ -208,11 +240,10 @@ def deform_conv2d_backward(
     for start in range(0, n, batch_chunk):
         chunk = slice(start, start + batch_chunk)
         m = min(n, start + batch_chunk) - start
-        where = sampling(offset[chunk].to(acc), (height, width), (kh, kw), stride, padding, dilation)
-        image = _split_input(input[chunk].to(acc), offset_groups)
-        corners = gather_corners(image, where.index)
-        sampled = sum(v * where.weight[:, :, c, None, :] for c, v in enumerate(corners))
-        chunk_mask = None if mask is None else mask[chunk].to(acc).reshape(m, offset_groups, 1, -1)
+        chunk_sample = sample_chunk(input[chunk], offset[chunk], None if mask is None else mask[chunk],
+                                    (kh, kw), stride, padding, dilation)
+        where, image, corners = chunk_sample.where, chunk_sample.image, chunk_sample.corners
+        sampled, chunk_mask = chunk_sample.values, chunk_sample.mask
         grad_out = grad_output[chunk].to(acc).reshape(m, groups, out_channels // groups, -1)
 
         if grad_weight is not None:
