@@ -5,7 +5,7 @@ VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deformconv-installed
-CSRC := $(wildcard src/deformconv/csrc/*.cpp src/deformconv/csrc/*.h)
+CSRC := $(shell find src/deformconv/backends/cpp/csrc -name "*.cpp" -o -name "*.h")
 
 .PHONY: setup test lint demo bench clean
 
@@ -35,4 +35,4 @@ bench: $(STAMP)
 	$(VENV)/bin/deformconv bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/deformconv/*.so
+	rm -rf $(VENV) build src/*.egg-info src/deformconv/backends/cpp/*.so

@@ -1,4 +1,4 @@
-"""Builds the optional C++ CPU extension ``deformconv._C``.
+"""Builds the optional C++ CPU extension ``deformconv.backends.cpp._C``.
 
 Set ``DEFORMCONV_NO_EXT=1`` to skip it; if it fails to compile, the package still installs and
 runs on the pure-PyTorch reference (``deformconv.backends()`` says why the C++ backend is off).
@@ -25,11 +25,11 @@ def extensions_and_commands():
             except Exception as error:  # a missing compiler must not break the install
                 print(f"deformconv: C++ extension not built ({error}); using the reference", file=sys.stderr)
 
-    sources = sorted(glob.glob(os.path.join("src", "deformconv", "csrc", "*.cpp")))
+    sources = sorted(glob.glob(os.path.join("src", "deformconv", "backends", "cpp", "csrc", "**", "*.cpp"), recursive=True))
     if not sources:
         return [], {}
     extension = CppExtension(
-        name="deformconv._C",
+        name="deformconv.backends.cpp._C",
         sources=sources,
         extra_compile_args=["-O3", "-fopenmp", "-std=c++17"],
         extra_link_args=["-fopenmp"],

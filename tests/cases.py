@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from deformconv.ops.checks import output_size
+from deformconv.ops.deform_conv2d.geometry import output_size
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,7 @@ class Case:
         if self.bias:
             result["bias"] = randn(self.out_channels)
         if self.modulated:
-            mask = torch.rand(self.batch, self.offset_groups * points, out_h, out_w, generator=g,
-                              dtype=torch.float64)
+            mask = torch.rand(self.batch, self.offset_groups * points, out_h, out_w, generator=g, dtype=torch.float64)
             result["mask"] = mask.to(device, dtype)
         return result
 
@@ -80,15 +79,39 @@ GRID = [
     BASE.vary(batch=3),
     BASE.vary(batch=0),
     BASE.vary(offset_scale=8.0),  # most samples far outside the image
-    Case(batch=3, in_channels=8, out_channels=6, size=(7, 9), kernel=(3, 5), stride=(2, 1),
-         padding=(2, 1), dilation=(1, 2), groups=2, offset_groups=4, modulated=True),
-    Case(batch=1, in_channels=4, out_channels=2, size=(5, 9), kernel=(1, 1), stride=(2, 2),
-         padding=(0, 0), dilation=(2, 1), groups=2, offset_groups=2, modulated=False),
+    Case(
+        batch=3,
+        in_channels=8,
+        out_channels=6,
+        size=(7, 9),
+        kernel=(3, 5),
+        stride=(2, 1),
+        padding=(2, 1),
+        dilation=(1, 2),
+        groups=2,
+        offset_groups=4,
+        modulated=True,
+    ),
+    Case(
+        batch=1,
+        in_channels=4,
+        out_channels=2,
+        size=(5, 9),
+        kernel=(1, 1),
+        stride=(2, 2),
+        padding=(0, 0),
+        dilation=(2, 1),
+        groups=2,
+        offset_groups=2,
+        modulated=False,
+    ),
 ]
 
 
 def case_id(case: Case) -> str:
-    return (f"n{case.batch}-c{case.in_channels}x{case.out_channels}-k{case.kernel[0]}x{case.kernel[1]}"
-            f"-s{case.stride[0]}{case.stride[1]}-p{case.padding[0]}{case.padding[1]}"
-            f"-d{case.dilation[0]}{case.dilation[1]}-g{case.groups}-og{case.offset_groups}"
-            f"-{'v2' if case.modulated else 'v1'}{'-b' if case.bias else ''}-o{case.offset_scale}")
+    return (
+        f"n{case.batch}-c{case.in_channels}x{case.out_channels}-k{case.kernel[0]}x{case.kernel[1]}"
+        f"-s{case.stride[0]}{case.stride[1]}-p{case.padding[0]}{case.padding[1]}"
+        f"-d{case.dilation[0]}{case.dilation[1]}-g{case.groups}-og{case.offset_groups}"
+        f"-{'v2' if case.modulated else 'v1'}{'-b' if case.bias else ''}-o{case.offset_scale}"
+    )

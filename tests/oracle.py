@@ -50,7 +50,7 @@ def deform_conv2d_oracle(input, offset, weight, bias=None, stride=1, padding=0, 
                 # sampled[c, k]: input channel c at kernel point k (mask applied)
                 sampled = []
                 for g in range(offset_groups):
-                    channels = input[b, g * per_offset_group:(g + 1) * per_offset_group]
+                    channels = input[b, g * per_offset_group : (g + 1) * per_offset_group]
                     per_point = []
                     for i in range(kh):
                         for j in range(kw):
@@ -65,8 +65,8 @@ def deform_conv2d_oracle(input, offset, weight, bias=None, stride=1, padding=0, 
                 columns = torch.cat(sampled, dim=0)  # [C_in, K]
                 outputs = []
                 for gi in range(groups):
-                    part = columns[gi * in_per_group:(gi + 1) * in_per_group].reshape(-1)
-                    w = weight[gi * out_per_group:(gi + 1) * out_per_group].reshape(out_per_group, -1)
+                    part = columns[gi * in_per_group : (gi + 1) * in_per_group].reshape(-1)
+                    w = weight[gi * out_per_group : (gi + 1) * out_per_group].reshape(out_per_group, -1)
                     outputs.append(w @ part)
                 pixels.append(torch.cat(outputs))
         rows.append(torch.stack(pixels, dim=1).reshape(out_channels, out_h, out_w))

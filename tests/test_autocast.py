@@ -88,9 +88,7 @@ def test_direct_op_call_and_compiled_function_are_cast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         direct = torch.ops.deformconv.deform_conv2d(*args)
         eager = deformconv.deform_conv2d(**t, **CASE.params())
-        compiled = torch.compile(deformconv.deform_conv2d, fullgraph=True, backend="aot_eager")(
-            **t, **CASE.params()
-        )
+        compiled = torch.compile(deformconv.deform_conv2d, fullgraph=True, backend="aot_eager")(**t, **CASE.params())
     assert direct.dtype == compiled.dtype == torch.bfloat16
     torch.testing.assert_close(direct, eager, rtol=0, atol=0)
     torch.testing.assert_close(compiled, eager, rtol=0, atol=0)

@@ -31,8 +31,12 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
 
 
 def test_bench_times_only_the_backends_asked_for(capsys):
-    assert main(["bench", "--shapes", "r50-c5", "--backends", "reference", "--repeat", "1", "--warmup", "0",
-                 "--no-memory"]) == 0
+    assert (
+        main(
+            ["bench", "--shapes", "r50-c5", "--backends", "reference", "--repeat", "1", "--warmup", "0", "--no-memory"]
+        )
+        == 0
+    )
     impls = [line.split("|")[2].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("| r50")]
     assert impls == ["conv2d", "reference"]
 

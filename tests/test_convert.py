@@ -79,8 +79,11 @@ def test_names_and_predicates_choose_the_layers():
 def test_converting_twice_leaves_offset_convs_alone():
     model = convert_to_deformable(convert_to_deformable(Net()))
     assert deformable_names(model) == ["body.down", "body.grouped", "shared"]
-    assert all(isinstance(module.conv_offset, nn.Conv2d) for module in model.modules()
-               if isinstance(module, DeformConvPackBase))
+    assert all(
+        isinstance(module.conv_offset, nn.Conv2d)
+        for module in model.modules()
+        if isinstance(module, DeformConvPackBase)
+    )
 
 
 def test_unknown_names_are_reported():

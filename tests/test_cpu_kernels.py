@@ -33,8 +33,9 @@ EXTRA = [
     Case(batch=1, in_channels=8, out_channels=6, size=(5, 6), groups=2, offset_groups=4),
     Case(batch=1, in_channels=12, out_channels=4, groups=2, offset_groups=3, size=(5, 5)),
     Case(batch=2, in_channels=72, out_channels=8, size=(5, 6), offset_groups=1),
-    Case(batch=2, in_channels=144, out_channels=8, size=(4, 5), groups=2, offset_groups=2, kernel=(1, 1),
-         padding=(0, 0)),
+    Case(
+        batch=2, in_channels=144, out_channels=8, size=(4, 5), groups=2, offset_groups=2, kernel=(1, 1), padding=(0, 0)
+    ),
 ]
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
@@ -72,8 +73,10 @@ def test_matches_reference(case: Case, dtype: torch.dtype):
     tensors, params = case.tensors(dtype=dtype), case.params()
     names = ["output", *(f"grad_{k}" for k in tensors)]
     _assert_matches(
-        _forward_and_grads("cpp", tensors, params), _forward_and_grads("reference", tensors, params),
-        TOLERANCE[dtype], names,
+        _forward_and_grads("cpp", tensors, params),
+        _forward_and_grads("reference", tensors, params),
+        TOLERANCE[dtype],
+        names,
     )
 
 
@@ -146,10 +149,10 @@ def test_channels_last_and_non_contiguous_inputs(dtype):
     case = BASE.vary(in_channels=8, out_channels=8, offset_groups=2)
     tensors, params = case.tensors(dtype=dtype), case.params()
     expected = _forward_and_grads("cpp", tensors, params)
-    channels_last = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                     for k, v in tensors.items()}
-    strided = {k: v.transpose(-1, -2).contiguous().transpose(-1, -2) if v.dim() == 4 else v
-               for k, v in tensors.items()}
+    channels_last = {
+        k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in tensors.items()
+    }
+    strided = {k: v.transpose(-1, -2).contiguous().transpose(-1, -2) if v.dim() == 4 else v for k, v in tensors.items()}
     for variant in (channels_last, strided):
         got = _forward_and_grads("cpp", variant, params)
         assert got[0].is_contiguous()
@@ -176,9 +179,9 @@ def test_only_requested_gradients_are_returned():
     t = case.tensors()
     args = (t["input"], t["offset"], t["mask"], t["weight"], [1, 1], [1, 1], [1, 1], 1)
     grad = torch.ones(case.batch, case.out_channels, *case.out_size, dtype=torch.float64)
-    full = torch.ops.deformconv_cpu.deform_conv2d_backward(grad, *args, True, True, True)
+    full = torch.ops.deformconv_cpp.deform_conv2d_backward(grad, *args, True, True, True)
     for need in ((True, False, False), (False, True, False), (False, False, True)):
-        partial = torch.ops.deformconv_cpu.deform_conv2d_backward(grad, *args, *need)
+        partial = torch.ops.deformconv_cpp.deform_conv2d_backward(grad, *args, *need)
         wanted = [need[0], need[1], need[1], need[2]]
         for got, want, needed in zip(partial, full, wanted):
             if needed:
@@ -191,11 +194,11 @@ def test_only_requested_gradients_are_returned():
 def test_operator_rejects_inconsistent_shapes():
     t = BASE.tensors()
     with pytest.raises(RuntimeError, match=r"offset\.shape\[1\] must be a positive multiple of 2\*kh\*kw = 18"):
-        torch.ops.deformconv_cpu.deform_conv2d(
+        torch.ops.deformconv_cpp.deform_conv2d(
             t["input"], t["offset"][:, :5], None, t["weight"], None, [1, 1], [1, 1], [1, 1], 1
         )
     with pytest.raises(RuntimeError, match=r"batch_chunk must be >= 1, got 0"):
-        torch.ops.deformconv_cpu.deform_conv2d(
+        torch.ops.deformconv_cpp.deform_conv2d(
             t["input"], t["offset"], None, t["weight"], None, [1, 1], [1, 1], [1, 1], 0
         )
 
@@ -227,11 +230,7 @@ def test_without_extension_the_reference_runs_and_says_why():
 
 def test_without_extension_forcing_cpp_raises_a_clear_error():
     code = (
-        "import deformconv\n"
-        "try:\n"
-        "    deformconv.set_backend('cpp')\n"
-        "except RuntimeError as error:\n"
-        "    print(error)\n"
+        "import deformconv\ntry:\n    deformconv.set_backend('cpp')\nexcept RuntimeError as error:\n    print(error)\n"
     )
     result = _run_without_extension(code)
     assert result.returncode == 0, result.stderr

@@ -20,8 +20,11 @@ def _forward_and_grads(fn, tensors: dict, params: dict, grad_seed: int = 1):
     return out.detach(), {k: (torch.zeros_like(v) if g is None else g) for (k, v), g in zip(leaves.items(), grads)}
 
 
-CPU_BACKENDS = [name for name, state in deformconv.backends().items()
-                if state["available"] and ("cpu" in state["devices"] or "any" in state["devices"])]
+CPU_BACKENDS = [
+    name
+    for name, state in deformconv.backends().items()
+    if state["available"] and ("cpu" in state["devices"] or "any" in state["devices"])
+]
 
 
 @pytest.mark.parametrize("case", GRID, ids=case_id)
@@ -32,11 +35,15 @@ def test_forward_and_gradients_match_oracle(case: Case):
         with deformconv.use_backend(backend):
             out, grads = _forward_and_grads(deformconv.deform_conv2d, tensors, params)
         assert out.shape == (case.batch, case.out_channels, *case.out_size)
-        torch.testing.assert_close(out, expected_out, rtol=1e-10, atol=1e-10,
-                                   msg=lambda m, b=backend: f"{b}: {m}")
+        torch.testing.assert_close(out, expected_out, rtol=1e-10, atol=1e-10, msg=lambda m, b=backend: f"{b}: {m}")
         for name in tensors:
-            torch.testing.assert_close(grads[name], expected_grads[name], rtol=1e-9, atol=1e-9,
-                                       msg=lambda m, b=backend, n=name: f"{b}, {n}: {m}")
+            torch.testing.assert_close(
+                grads[name],
+                expected_grads[name],
+                rtol=1e-9,
+                atol=1e-9,
+                msg=lambda m, b=backend, n=name: f"{b}, {n}: {m}",
+            )
 
 
 @pytest.mark.parametrize(
@@ -134,11 +141,13 @@ def test_non_contiguous_and_channels_last_inputs():
     case = BASE.vary(batch=2, in_channels=4, groups=2, offset_groups=2)
     tensors, params = case.tensors(), case.params()
     expected_out, expected_grads = _forward_and_grads(deformconv.deform_conv2d, tensors, params)
-    channels_last = {k: (v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v)
-                     for k, v in tensors.items()}
+    channels_last = {
+        k: (v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v) for k, v in tensors.items()
+    }
     # A non-contiguous view of the same values: transpose a copy back.
-    transposed = {k: v.transpose(-1, -2).contiguous().transpose(-1, -2) if v.dim() == 4 else v[::1]
-                  for k, v in tensors.items()}
+    transposed = {
+        k: v.transpose(-1, -2).contiguous().transpose(-1, -2) if v.dim() == 4 else v[::1] for k, v in tensors.items()
+    }
     assert not transposed["input"].is_contiguous()
     for variant in (channels_last, transposed):
         out, grads = _forward_and_grads(deformconv.deform_conv2d, variant, params)
@@ -148,9 +157,7 @@ def test_non_contiguous_and_channels_last_inputs():
             torch.testing.assert_close(grads[name], expected_grads[name])
 
 
-@pytest.mark.parametrize(
-    ("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 2e-2)]
-)
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.float16, 2e-3), (torch.bfloat16, 2e-2)])
 def test_low_precision_dtypes_against_float64(dtype, tolerance):
     case = BASE.vary(offset_groups=2)
     tensors = case.tensors()
@@ -161,6 +168,7 @@ def test_low_precision_dtypes_against_float64(dtype, tolerance):
     expected_out, expected_grads = _forward_and_grads(
         deformconv.deform_conv2d, {k: v.double() for k, v in low.items()}, case.params()
     )
+
     def check(got, want):
         scale = want.abs().max().clamp_min(1.0)
         assert float((got.double() - want).abs().max() / scale) <= tolerance
@@ -186,8 +194,9 @@ def test_only_requested_gradients_are_computed():
     out = deformconv.deform_conv2d(**tensors, **case.params())
     (grad_weight,) = torch.autograd.grad(out.sum(), [tensors["weight"]])
     expected = torch.autograd.grad(
-        deform_conv2d_oracle(**{k: v.detach() if k != "weight" else v for k, v in tensors.items()},
-                             **case.params()).sum(),
+        deform_conv2d_oracle(
+            **{k: v.detach() if k != "weight" else v for k, v in tensors.items()}, **case.params()
+        ).sum(),
         [tensors["weight"]],
     )[0]
     torch.testing.assert_close(grad_weight, expected)
@@ -200,6 +209,18 @@ def test_opcheck(modulated):
     args = (t["input"], t["offset"], t.get("mask"), t["weight"], t.get("bias"), [1, 1], [1, 1], [1, 1], 1)
     torch.library.opcheck(torch.ops.deformconv.deform_conv2d.default, args)
     grad = torch.randn(case.batch, case.out_channels, *case.out_size, dtype=torch.float64)
-    backward_args = (grad, t["input"].detach(), t["offset"].detach(), None if t.get("mask") is None
-                     else t["mask"].detach(), t["weight"].detach(), [1, 1], [1, 1], [1, 1], 2, True, True, True)
+    backward_args = (
+        grad,
+        t["input"].detach(),
+        t["offset"].detach(),
+        None if t.get("mask") is None else t["mask"].detach(),
+        t["weight"].detach(),
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        2,
+        True,
+        True,
+        True,
+    )
     torch.library.opcheck(torch.ops.deformconv.deform_conv2d_backward.default, backward_args)

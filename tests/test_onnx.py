@@ -139,7 +139,9 @@ def test_dynamic_batch_and_image_size(use_deformconv_op):
     )
     # Export at 8x10 (output 4x5), run at 14x6 (output 7x3) with another batch size.
     program = export_onnx(
-        model, layer_inputs(case.vary(size=(8, 10))), use_deformconv_op=use_deformconv_op,
+        model,
+        layer_inputs(case.vary(size=(8, 10))),
+        use_deformconv_op=use_deformconv_op,
         dynamic_shapes=dynamic_shapes,
     )
     inputs = layer_inputs(case.vary(size=(14, 6), batch=3), seed=5)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import deformconv
 from cases import Case
-from deformconv.ops.checks import output_size
+from deformconv.ops.deform_conv2d.geometry import output_size
 from oracle import deform_conv2d_oracle
 
 
@@ -22,13 +22,20 @@ def cases(draw) -> Case:
     padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
     dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
     # Large enough that the output is at least 1x1.
-    size = tuple(
-        draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 6)) for k, p, d in zip(kernel, padding, dilation)
-    )
+    size = tuple(draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), 6)) for k, p, d in zip(kernel, padding, dilation))
     case = Case(
-        batch=draw(st.integers(0, 2)), in_channels=in_channels, out_channels=groups * draw(st.integers(1, 2)),
-        size=size, kernel=kernel, stride=stride, padding=padding, dilation=dilation, groups=groups,
-        offset_groups=offset_groups, modulated=draw(st.booleans()), bias=draw(st.booleans()),
+        batch=draw(st.integers(0, 2)),
+        in_channels=in_channels,
+        out_channels=groups * draw(st.integers(1, 2)),
+        size=size,
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        offset_groups=offset_groups,
+        modulated=draw(st.booleans()),
+        bias=draw(st.booleans()),
         offset_scale=draw(st.sampled_from([0.5, 2.0, 5.0])),
     )
     assert min(output_size(case.size, kernel, stride, padding, dilation)) >= 1

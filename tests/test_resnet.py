@@ -136,7 +136,12 @@ def test_deform_stages_place_layers_exactly_where_asked():
     assert bottleneck_names == ["layer4.0.conv2", "layer4.1.conv2", "layer4.2.conv2"]
     model = resnet50(deform_stages=(False, 1, 2, True))
     assert deformable_names(model) == [
-        "layer2.3.conv2", "layer3.4.conv2", "layer3.5.conv2", "layer4.0.conv2", "layer4.1.conv2", "layer4.2.conv2",
+        "layer2.3.conv2",
+        "layer3.4.conv2",
+        "layer3.5.conv2",
+        "layer4.0.conv2",
+        "layer4.1.conv2",
+        "layer4.2.conv2",
     ]
     # Basic blocks: the first 3x3, with the block's stride.
     model = resnet18(deform_stages=(False, True, False, 1))
@@ -146,8 +151,15 @@ def test_deform_stages_place_layers_exactly_where_asked():
 
 
 def test_deformable_options_reach_every_layer():
-    model = ResNet(Bottleneck, [1, 1, 1, 1], deform_stages=(True,) * 4, offset_groups=4,
-                   mask_activation="sigmoid", groups=4, width_per_group=8)
+    model = ResNet(
+        Bottleneck,
+        [1, 1, 1, 1],
+        deform_stages=(True,) * 4,
+        offset_groups=4,
+        mask_activation="sigmoid",
+        groups=4,
+        width_per_group=8,
+    )
     layers = [model.get_submodule(name) for name in deformable_names(model)]
     assert len(layers) == 4
     for layer in layers:
@@ -201,13 +213,15 @@ def test_gradients_reach_every_offset_conv():
 
 
 def test_detection_features_frozen_stages_and_norm_eval():
-    model = resnet50(deform_stages=(False, True, True, True), out_indices=(0, 1, 2, 3), frozen_stages=1,
-                     norm_eval=True)
+    model = resnet50(deform_stages=(False, True, True, True), out_indices=(0, 1, 2, 3), frozen_stages=1, norm_eval=True)
     assert not hasattr(model, "fc") and not hasattr(model, "avgpool")
     model.train()
     features = model(torch.randn(1, 3, 32, 64))
     assert [tuple(f.shape) for f in features] == [
-        (1, 256, 8, 16), (1, 512, 4, 8), (1, 1024, 2, 4), (1, 2048, 1, 2),
+        (1, 256, 8, 16),
+        (1, 512, 4, 8),
+        (1, 1024, 2, 4),
+        (1, 2048, 1, 2),
     ]
     frozen = [model.conv1, model.bn1, model.layer1]
     assert all(not p.requires_grad for m in frozen for p in m.parameters())
@@ -224,8 +238,13 @@ def test_detection_features_frozen_stages_and_norm_eval():
 
 
 def test_replace_stride_with_dilation_keeps_the_resolution():
-    model = ResNet(Bottleneck, [1, 1, 1, 2], deform_stages=(0, 0, 0, True), out_indices=(3,),
-                   replace_stride_with_dilation=(False, False, True))
+    model = ResNet(
+        Bottleneck,
+        [1, 1, 1, 2],
+        deform_stages=(0, 0, 0, True),
+        out_indices=(3,),
+        replace_stride_with_dilation=(False, False, True),
+    )
     (c5,) = model(torch.randn(1, 3, 64, 64))
     assert c5.shape == (1, 2048, 4, 4)
     assert model.layer4[0].conv2.dilation == (1, 1) and model.layer4[1].conv2.dilation == (2, 2)

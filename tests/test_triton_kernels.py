@@ -32,8 +32,10 @@ if DEVICE == "cpu":
     if "triton" in sys.modules and not os.environ.get("TRITON_INTERPRET") == "1":
         # Triton defines its own library functions (tl.zeros, ...) for the interpreter or for
         # the compiler when it is first imported; this process chose the compiler.
-        pytest.skip("triton was imported before TRITON_INTERPRET=1 was set; run this file in its own process",
-                    allow_module_level=True)
+        pytest.skip(
+            "triton was imported before TRITON_INTERPRET=1 was set; run this file in its own process",
+            allow_module_level=True,
+        )
     _previous = os.environ.get("TRITON_INTERPRET")
     os.environ["TRITON_INTERPRET"] = "1"
     try:
@@ -84,19 +86,37 @@ def tensors(case: Case, dtype: torch.dtype, seed: int = 0) -> dict[str, torch.Te
     """The case's tensors plus ``grad_output``, all in ``dtype`` on ``DEVICE``."""
     result = case.tensors(torch.float64, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
-    result["grad_output"] = torch.randn(case.batch, case.out_channels, *case.out_size, generator=g,
-                                        dtype=torch.float64)
+    result["grad_output"] = torch.randn(case.batch, case.out_channels, *case.out_size, generator=g, dtype=torch.float64)
     return {name: value.to(DEVICE, dtype) for name, value in result.items()}
 
 
 def forward_args(case: Case, t: dict[str, torch.Tensor], batch_chunk: int = 2) -> tuple:
-    return (t["input"], t["offset"], t.get("mask"), t["weight"], t.get("bias"),
-            case.stride, case.padding, case.dilation, batch_chunk)
+    return (
+        t["input"],
+        t["offset"],
+        t.get("mask"),
+        t["weight"],
+        t.get("bias"),
+        case.stride,
+        case.padding,
+        case.dilation,
+        batch_chunk,
+    )
 
 
 def backward_args(case: Case, t: dict[str, torch.Tensor], batch_chunk: int = 2, need=(True, True, True)) -> tuple:
-    return (t["grad_output"], t["input"], t["offset"], t.get("mask"), t["weight"],
-            case.stride, case.padding, case.dilation, batch_chunk, *need)
+    return (
+        t["grad_output"],
+        t["input"],
+        t["offset"],
+        t.get("mask"),
+        t["weight"],
+        case.stride,
+        case.padding,
+        case.dilation,
+        batch_chunk,
+        *need,
+    )
 
 
 def as_float64(args: tuple) -> tuple:
@@ -237,9 +257,11 @@ def test_strided_and_channels_last_inputs():
 def triton_backend_on(device_type: str):
     """Registers the Triton kernels as the backend of ``device_type`` for the duration."""
     saved = dict(dispatch._available), dict(dispatch._unavailable)
-    dispatch.register_backend(dispatch.Backend(
-        "triton", (device_type,), forward.deform_conv2d_forward, backward.deform_conv2d_backward, priority=10
-    ))
+    dispatch.register_backend(
+        dispatch.Backend(
+            "triton", (device_type,), forward.deform_conv2d_forward, backward.deform_conv2d_backward, priority=10
+        )
+    )
     try:
         yield
     finally:

@@ -1,8 +1,7 @@
 """deformconv: deformable convolution (DCNv1, DCNv2) for PyTorch, fast on CPU and GPU."""
 
 from deformconv import models, nn
-from deformconv.dispatch import backends, set_backend, use_backend
-from deformconv.loading import load_backends
+from deformconv.backends import backends, load_backends, set_backend, use_backend
 from deformconv.nn import (
     DeformConv2d,
     DeformConv2dPack,

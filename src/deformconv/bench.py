@@ -144,15 +144,17 @@ def bench_shape(shape: Shape, args: argparse.Namespace) -> list[Result]:
     step_ms = interleaved_medians(steps, args.device, args.warmup, repeat)
     results = []
     for impl in forwards:
-        results.append(Result(
-            shape=shape.name,
-            impl=impl,
-            forward_ms=forward_ms[impl],
-            forward_backward_ms=step_ms[impl],
-            forward_ratio=forward_ms[impl] / forward_ms["conv2d"],
-            forward_backward_ratio=step_ms[impl] / step_ms["conv2d"],
-            peak_extra_mb=None if args.no_memory else peak_extra_mb(steps[impl], args.device),
-        ))
+        results.append(
+            Result(
+                shape=shape.name,
+                impl=impl,
+                forward_ms=forward_ms[impl],
+                forward_backward_ms=step_ms[impl],
+                forward_ratio=forward_ms[impl] / forward_ms["conv2d"],
+                forward_backward_ratio=step_ms[impl] / step_ms["conv2d"],
+                peak_extra_mb=None if args.no_memory else peak_extra_mb(steps[impl], args.device),
+            )
+        )
     return results
 
 
@@ -197,18 +199,31 @@ def _shape_names(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shapes", type=_shape_names, default=list(SHAPES),
-                        help=f"comma-separated names from {', '.join(SHAPES)}, or 'all' (default)")
+    parser.add_argument(
+        "--shapes",
+        type=_shape_names,
+        default=list(SHAPES),
+        help=f"comma-separated names from {', '.join(SHAPES)}, or 'all' (default)",
+    )
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="intra-op threads (torch.set_num_threads); default: PyTorch's default")
-    parser.add_argument("--backends", type=lambda s: s.split(","), default=None,
-                        help="comma-separated implementations to time besides conv2d (default: all available)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="intra-op threads (torch.set_num_threads); default: PyTorch's default"
+    )
+    parser.add_argument(
+        "--backends",
+        type=lambda s: s.split(","),
+        default=None,
+        help="comma-separated implementations to time besides conv2d (default: all available)",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs before timing (default 3)")
     parser.add_argument("--repeat", type=int, default=10, help="timed runs; the median is reported (default 10)")
-    parser.add_argument("--slow", type=lambda s: s.split(","), default=["reference", "torchvision"],
-                        help="implementations timed with repeat/4 runs (default: reference,torchvision)")
+    parser.add_argument(
+        "--slow",
+        type=lambda s: s.split(","),
+        default=["reference", "torchvision"],
+        help="implementations timed with repeat/4 runs (default: reference,torchvision)",
+    )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     parser.add_argument("--json", metavar="PATH", help="also write the results and environment as JSON")
 

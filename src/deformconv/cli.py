@@ -14,7 +14,7 @@ COMMANDS = {
     "demo": ("deformconv.demo.command", "train a plain and a deformable network side by side"),
     "bench": ("deformconv.bench", "time the kernels against F.conv2d and the reference"),
     "info": ("deformconv.info", "show the versions and which backend runs on which device"),
-    "check": ("deformconv.selfcheck", "compare every available backend with the reference"),
+    "check": ("deformconv.check", "compare every available backend with the reference"),
 }
 
 

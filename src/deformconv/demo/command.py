@@ -125,12 +125,12 @@ def run(args: argparse.Namespace) -> int:
 
 def _environment(device: str) -> dict[str, object]:
     import deformconv
-    from deformconv.dispatch import select
+    from deformconv.backends import select
 
     return {
         "deformconv": deformconv.__version__,
         "torch": torch.__version__,
-        "backend": select(device).name,
+        "backend": select("deform_conv2d", device).backend,
         "device": device,
         "threads": torch.get_num_threads(),
         "machine": f"{platform.system()} {platform.machine()}",

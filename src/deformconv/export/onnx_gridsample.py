@@ -140,9 +140,7 @@ def deform_conv2d_to_gridsample(
     columns = op.Reshape(sampled, op.Concat(_ints([-1, groups, in_per_group * points]), pixels, axis=0))
     kernel = op.Reshape(weight, _ints([groups, geometry.out_channels // groups, in_per_group * points]))
     output = op.MatMul(kernel, columns)
-    output = op.Reshape(
-        output, op.Concat(_ints([-1, geometry.out_channels]), op.Shape(offset, start=2), axis=0)
-    )
+    output = op.Reshape(output, op.Concat(_ints([-1, geometry.out_channels]), op.Shape(offset, start=2), axis=0))
     if bias is not None:
         output = op.Add(output, op.Reshape(bias, _ints([geometry.out_channels, 1, 1])))
     if out_type in _HALF_TYPES:

@@ -48,7 +48,15 @@ class DeformOptions:
         layer_type = ModulatedDeformConv2dPack if self.modulated else DeformConv2dPack
         options = {"mask_activation": self.mask_activation} if self.modulated else {}
         return layer_type(
-            in_planes, out_planes, 3, stride, dilation, dilation, groups, self.offset_groups, bias=False,
+            in_planes,
+            out_planes,
+            3,
+            stride,
+            dilation,
+            dilation,
+            groups,
+            self.offset_groups,
+            bias=False,
             **options,
         )
 
@@ -64,9 +72,7 @@ def conv3x3(
     """3x3 convolution with padding, deformable when ``deform`` is given."""
     if deform is not None:
         return deform.conv3x3(in_planes, out_planes, stride, groups, dilation)
-    return nn.Conv2d(
-        in_planes, out_planes, 3, stride, padding=dilation, groups=groups, bias=False, dilation=dilation
-    )
+    return nn.Conv2d(in_planes, out_planes, 3, stride, padding=dilation, groups=groups, bias=False, dilation=dilation)
 
 
 def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -256,8 +262,7 @@ class ResNet(nn.Module):
             )
         if len(deform_stages) != 4:
             raise ValueError(
-                f"deform_stages must have 4 entries (layer1..layer4), got {len(deform_stages)}: "
-                f"{list(deform_stages)}"
+                f"deform_stages must have 4 entries (layer1..layer4), got {len(deform_stages)}: {list(deform_stages)}"
             )
         if out_indices is not None:
             out_indices = tuple(out_indices)

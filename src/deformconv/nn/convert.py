@@ -16,9 +16,7 @@ def is_3x3(name: str, conv: nn.Conv2d) -> bool:
     return tuple(conv.kernel_size) == (3, 3) and conv.padding_mode == "zeros"
 
 
-def _convolutions(
-    module: nn.Module, prefix: str = ""
-) -> Iterator[tuple[str, nn.Module | None, str, nn.Conv2d]]:
+def _convolutions(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module | None, str, nn.Conv2d]]:
     """Yields ``(name, parent, attribute, conv)`` for every ``nn.Conv2d`` under ``module``.
 
     Shared modules are yielded once per name, so every reference gets replaced. The offset

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from deformconv.ops import deform_conv2d
-from deformconv.ops.checks import IntPair, to_pair
+from deformconv.ops.deform_conv2d.checks import IntPair, to_pair
 
 
 def _positive_int(value: object, name: str) -> int:
@@ -108,9 +108,7 @@ class DeformConvBase(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def extra_repr(self) -> str:
-        text = (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        )
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0, 0):
             text += f", padding={self.padding}"
         if self.dilation != (1, 1):
@@ -163,9 +161,7 @@ class DeformConv2d(DeformConvBase):
         Returns:
             Tensor[N, out_channels, H_out, W_out].
         """
-        return deform_conv2d(
-            input, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask
-        )
+        return deform_conv2d(input, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
 
 
 class ModulatedDeformConv2d(DeformConv2d):
@@ -197,7 +193,5 @@ class ModulatedDeformConv2d(DeformConv2d):
             TypeError: ``mask`` is not a Tensor.
         """
         if not isinstance(mask, Tensor):
-            raise TypeError(
-                f"mask must be a Tensor[N, offset_groups*kh*kw, H_out, W_out], got {type(mask).__name__}"
-            )
+            raise TypeError(f"mask must be a Tensor[N, offset_groups*kh*kw, H_out, W_out], got {type(mask).__name__}")
         return super().forward(input, offset, mask)

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from deformconv.nn.deform_conv import DeformConvBase
 from deformconv.ops import deform_conv2d
-from deformconv.ops.checks import IntPair
+from deformconv.ops.deform_conv2d.checks import IntPair
 
 MaskActivation = Literal["2sigmoid", "sigmoid"]
 MASK_ACTIVATIONS: tuple[str, ...] = ("2sigmoid", "sigmoid")
@@ -89,14 +89,20 @@ class DeformConvPackBase(DeformConvBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-            device=device, dtype=dtype,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+            device=device,
+            dtype=dtype,
         )
         offset_groups = _offset_groups(offset_groups, deform_groups)
         if in_channels % offset_groups != 0:
-            raise ValueError(
-                f"in_channels ({in_channels}) must be divisible by offset_groups ({offset_groups})"
-            )
+            raise ValueError(f"in_channels ({in_channels}) must be divisible by offset_groups ({offset_groups})")
         self.offset_groups = offset_groups
         kernel_points = self.kernel_size[0] * self.kernel_size[1]
         self.conv_offset = nn.Conv2d(
@@ -150,9 +156,7 @@ class DeformConvPackBase(DeformConvBase):
             Tensor[N, out_channels, H_out, W_out].
         """
         offset, mask = self.offsets_and_mask(input)
-        return deform_conv2d(
-            input, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask
-        )
+        return deform_conv2d(input, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
 
     @classmethod
     def from_conv(cls: type[PackT], conv: nn.Conv2d, offset_groups: int = 1, **kwargs) -> PackT:
@@ -249,8 +253,18 @@ class DeformConv2dPack(DeformConvPackBase):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, offset_groups, bias,
-            deform_groups=deform_groups, device=device, dtype=dtype,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            offset_groups,
+            bias,
+            deform_groups=deform_groups,
+            device=device,
+            dtype=dtype,
         )
 
     def offsets_and_mask(self, input: Tensor) -> tuple[Tensor, None]:
@@ -313,8 +327,18 @@ class ModulatedDeformConv2dPack(DeformConvPackBase):
         if mask_activation not in MASK_ACTIVATIONS:
             raise ValueError(f"mask_activation must be one of {MASK_ACTIVATIONS}, got {mask_activation!r}")
         super().__init__(
-            in_channels, out_channels, kernel_size, stride, padding, dilation, groups, offset_groups, bias,
-            deform_groups=deform_groups, device=device, dtype=dtype,
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            offset_groups,
+            bias,
+            deform_groups=deform_groups,
+            device=device,
+            dtype=dtype,
         )
         self.mask_activation = mask_activation
 

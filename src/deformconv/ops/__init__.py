@@ -1,4 +1,4 @@
-"""The functional operator and its pieces."""
+"""The operators, one folder each: public function, custom ops, validation, kernel contract."""
 
 from deformconv.ops.budget import get_im2col_budget, im2col_budget, set_im2col_budget
 from deformconv.ops.deform_conv2d import deform_conv2d

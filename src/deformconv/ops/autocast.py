@@ -14,12 +14,11 @@ come from an ordinary convolution that autocast already runs in that dtype. In b
 offset keeps 8 significant bits, so an offset below 4 pixels is off by at most 1/128 pixel,
 less than the rounding of the input values themselves; float16 keeps 11 bits.
 
-Two places apply the rule: :func:`cast_for_autocast`, which the public ``deform_conv2d`` calls
-before validating its arguments (so mixed dtypes inside an autocast region are accepted), and
-an autocast kernel registered at import on the ``deformconv::deform_conv2d`` operator, so a
-direct ``torch.ops.deformconv.deform_conv2d`` call, or an exported program run under
-autocast, casts the same way. The region's dtype is read at every call, so one registration
-serves bfloat16 and float16.
+The rule is applied in one place, an autocast kernel registered on the operator (for every
+operator that opts in with :func:`register_autocast`), so the public functions, a direct
+``torch.ops.deformconv.*`` call and an exported program run under autocast all cast the same
+way. The region's dtype is read at every call, so one registration serves bfloat16 and float16
+(``torch.library.register_autocast`` would fix the dtype when it is registered).
 """
 
 from __future__ import annotations
@@ -43,52 +42,22 @@ def _castable(value: object, device_type: str) -> bool:
     )
 
 
-def cast_for_autocast(
-    input: Tensor,
-    offset: Tensor,
-    mask: Tensor | None,
-    weight: Tensor,
-    bias: Tensor | None,
-) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None]:
-    """Casts the op's tensors to the autocast dtype when autocast is on for ``input``'s device.
+def register_autocast(op_name: str) -> None:
+    """Registers the autocast kernel of ``deformconv::<op_name>`` for every device in ``AUTOCAST_KEYS``.
 
-    Outside an autocast region (or for a device without autocast support here), and for
-    anything that is not a floating-point tensor of that device, the arguments come back
-    unchanged; validation then reports any problem with them.
-
-    Args:
-        input (Tensor[N, C_in, H, W]): input feature map.
-        offset (Tensor[N, 2*G*kh*kw, H_out, W_out]): offsets.
-        mask (Tensor[N, G*kh*kw, H_out, W_out], optional): modulation.
-        weight (Tensor[C_out, C_in/groups, kh, kw]): convolution weight.
-        bias (Tensor[C_out], optional): bias.
-
-    Returns:
-        ``(input, offset, mask, weight, bias)``, cast where autocast applies.
+    Inside an autocast region, every floating-point tensor argument of the region's device that
+    is not float64 is cast to the region's dtype before the op runs.
     """
-    tensors = (input, offset, mask, weight, bias)
-    if not isinstance(input, Tensor):
-        return tensors
-    device_type = input.device.type
-    if device_type not in AUTOCAST_KEYS or not torch.is_autocast_enabled(device_type):
-        return tensors
-    dtype = torch.get_autocast_dtype(device_type)
-    return tuple(t.to(dtype) if _castable(t, device_type) else t for t in tensors)  # type: ignore[return-value]
+    op = getattr(torch.ops.deformconv, op_name).default
+    for device_type, key in AUTOCAST_KEYS.items():
+        exclude = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
 
+        def autocast_kernel(keyset, *args, _device_type=device_type, _exclude=exclude):
+            dtype = torch.get_autocast_dtype(_device_type)
+            cast = [arg.to(dtype) if _castable(arg, _device_type) else arg for arg in args]
+            # Run the op below autocast, as torch.library.register_autocast does: otherwise this
+            # kernel would be called again.
+            with torch._C._ExcludeDispatchKeyGuard(_exclude):
+                return op(*cast)
 
-def _register(device_type: str) -> None:
-    key = AUTOCAST_KEYS[device_type]
-    exclude = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
-
-    def autocast_kernel(keyset, input, offset, mask, weight, bias, *conv_args):
-        cast = cast_for_autocast(input, offset, mask, weight, bias)
-        # Run the op below autocast, as torch.library.register_autocast does: otherwise this
-        # kernel would be called again.
-        with torch._C._ExcludeDispatchKeyGuard(exclude):
-            return torch.ops.deformconv.deform_conv2d.default(*cast, *conv_args)
-
-    _library.impl("deform_conv2d", autocast_kernel, key, with_keyset=True)
-
-
-for _device_type in AUTOCAST_KEYS:
-    _register(_device_type)
+        _library.impl(op_name, autocast_kernel, key, with_keyset=True)

@@ -12,7 +12,7 @@ import argparse
 import torch
 
 import deformconv
-from deformconv.ops.checks import output_size
+from deformconv.ops.deform_conv2d.geometry import output_size
 
 # (N, C_in, C_out, H, W, kernel, stride, padding, dilation, groups, offset_groups, modulated)
 CONFIGS = (
@@ -70,14 +70,16 @@ def compare(backend: str, dtype: torch.dtype, device: str, seed: int = 0) -> flo
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="device to check (default: cpu)")
-    parser.add_argument("--dtype", nargs="+", default=["float64", "float32"],
-                        choices=["float64", "float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--dtype", nargs="+", default=["float64", "float32"], choices=["float64", "float32", "bfloat16", "float16"]
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     device_type = torch.device(args.device).type
     names = [
-        name for name, state in deformconv.backends().items()
+        name
+        for name, state in deformconv.backends().items()
         if state["available"] and name != "reference" and device_type in state["devices"]
     ]
     if not names:
@@ -91,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
             ok = error <= TOLERANCE[dtype]
             failed |= not ok
             status = "ok" if ok else "MISMATCH"
-            print(f"{name:<8} {dtype_name:<9} max relative error {error:.2e} "
-                  f"(tolerance {TOLERANCE[dtype]:.0e}): {status}")
+            print(
+                f"{name:<8} {dtype_name:<9} max relative error {error:.2e} (tolerance {TOLERANCE[dtype]:.0e}): {status}"
+            )
     return 1 if failed else 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from deformconv.triton_kernels.sampling import (
+from deformconv.backends.triton.deform_conv2d.sampling import (
     bilinear_corners,
     interpolate,
     load_corners,
@@ -50,21 +50,66 @@ def _store_corner(index_ptr, weight_ptr, at, flat, inside, weight, valid):
 
 @triton.jit
 def data_grad_kernel(
-    grad_out_ptr, input_ptr, offset_ptr, mask_ptr, weight_ptr,
-    grad_input_ptr, grad_offset_ptr, grad_mask_ptr, corner_index_ptr, corner_weight_ptr,
-    total, height, width, out_h, out_w,
-    out_channels, in_per_group, out_per_group, in_per_offset_group, offset_groups, kernel_w, kernel_points,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-    s_go_n, s_go_c, s_go_h, s_go_w,
-    s_in_n, s_in_c, s_in_h, s_in_w,
-    s_off_n, s_off_c, s_off_h, s_off_w,
-    s_m_n, s_m_c, s_m_h, s_m_w,
-    s_gi_n, s_gi_c, s_gi_h, s_gi_w,
-    HAS_MASK: tl.constexpr, NEED_INPUT: tl.constexpr, NEED_OFFSET_MASK: tl.constexpr,
+    grad_out_ptr,
+    input_ptr,
+    offset_ptr,
+    mask_ptr,
+    weight_ptr,
+    grad_input_ptr,
+    grad_offset_ptr,
+    grad_mask_ptr,
+    corner_index_ptr,
+    corner_weight_ptr,
+    total,
+    height,
+    width,
+    out_h,
+    out_w,
+    out_channels,
+    in_per_group,
+    out_per_group,
+    in_per_offset_group,
+    offset_groups,
+    kernel_w,
+    kernel_points,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    s_go_n,
+    s_go_c,
+    s_go_h,
+    s_go_w,
+    s_in_n,
+    s_in_c,
+    s_in_h,
+    s_in_w,
+    s_off_n,
+    s_off_c,
+    s_off_h,
+    s_off_w,
+    s_m_n,
+    s_m_c,
+    s_m_h,
+    s_m_w,
+    s_gi_n,
+    s_gi_c,
+    s_gi_h,
+    s_gi_w,
+    HAS_MASK: tl.constexpr,
+    NEED_INPUT: tl.constexpr,
+    NEED_OFFSET_MASK: tl.constexpr,
     DETERMINISTIC: tl.constexpr,
-    ACC: tl.constexpr, IO: tl.constexpr, OPERAND: tl.constexpr,
-    USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
+    ACC: tl.constexpr,
+    IO: tl.constexpr,
+    OPERAND: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_O: tl.constexpr,
 ):
     """Grid: (pixel tiles, offset groups * kernel points).
 
@@ -87,8 +132,25 @@ def data_grad_kernel(
     n, pixel, oy, ox, valid = output_pixels(tl.program_id(0) * BLOCK_P, total, out_h, out_w, BLOCK_P)
     image = n.to(tl.int64)
     y, x = sample_position(
-        offset_ptr, n, oy, ox, valid, point, tap_y, k - tap_y * kernel_w,
-        s_off_n, s_off_c, s_off_h, s_off_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, ACC,
+        offset_ptr,
+        n,
+        oy,
+        ox,
+        valid,
+        point,
+        tap_y,
+        k - tap_y * kernel_w,
+        s_off_n,
+        s_off_c,
+        s_off_h,
+        s_off_w,
+        stride_h,
+        stride_w,
+        pad_h,
+        pad_w,
+        dil_h,
+        dil_w,
+        ACC,
     )
     row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
     hy = 1 - ly
@@ -131,8 +193,17 @@ def data_grad_kernel(
 
             if NEED_OFFSET_MASK:
                 v00, v01, v10, v11 = load_corners(
-                    input_ptr, corner, c.to(tl.int64) * s_in_c, c_valid, s_in_h, s_in_w,
-                    top, bottom, left, right, ACC,
+                    input_ptr,
+                    corner,
+                    c.to(tl.int64) * s_in_c,
+                    c_valid,
+                    s_in_h,
+                    s_in_w,
+                    top,
+                    bottom,
+                    left,
+                    right,
+                    ACC,
                 )
                 if HAS_MASK:
                     grad_m += tl.sum(grad_col * interpolate(v00, v01, v10, v11, ly, lx), axis=1)
@@ -155,14 +226,28 @@ def data_grad_kernel(
                 else:
                     channel = c.to(tl.int64) * s_gi_c
                     chan = c_valid[None, :]
-                    _scatter_corner(grad_input_ptr, grad_corner, channel, (top & left)[:, None] & chan,
-                                    grad_col, hy * hx)
-                    _scatter_corner(grad_input_ptr, grad_corner + s_gi_w, channel,
-                                    (top & right)[:, None] & chan, grad_col, hy * lx)
-                    _scatter_corner(grad_input_ptr, grad_corner + s_gi_h, channel,
-                                    (bottom & left)[:, None] & chan, grad_col, ly * hx)
-                    _scatter_corner(grad_input_ptr, grad_corner + s_gi_h + s_gi_w, channel,
-                                    (bottom & right)[:, None] & chan, grad_col, ly * lx)
+                    _scatter_corner(
+                        grad_input_ptr, grad_corner, channel, (top & left)[:, None] & chan, grad_col, hy * hx
+                    )
+                    _scatter_corner(
+                        grad_input_ptr, grad_corner + s_gi_w, channel, (top & right)[:, None] & chan, grad_col, hy * lx
+                    )
+                    _scatter_corner(
+                        grad_input_ptr,
+                        grad_corner + s_gi_h,
+                        channel,
+                        (bottom & left)[:, None] & chan,
+                        grad_col,
+                        ly * hx,
+                    )
+                    _scatter_corner(
+                        grad_input_ptr,
+                        grad_corner + s_gi_h + s_gi_w,
+                        channel,
+                        (bottom & right)[:, None] & chan,
+                        grad_col,
+                        ly * lx,
+                    )
 
     if NEED_INPUT and DETERMINISTIC:
         step = kernel_points * plane
@@ -170,10 +255,10 @@ def data_grad_kernel(
         flat = row * width + col
         _store_corner(corner_index_ptr, corner_weight_ptr, at, flat, top & left, hy * hx, valid)
         _store_corner(corner_index_ptr, corner_weight_ptr, at + step, flat + 1, top & right, hy * lx, valid)
-        _store_corner(corner_index_ptr, corner_weight_ptr, at + 2 * step, flat + width, bottom & left,
-                      ly * hx, valid)
-        _store_corner(corner_index_ptr, corner_weight_ptr, at + 3 * step, flat + width + 1, bottom & right,
-                      ly * lx, valid)
+        _store_corner(corner_index_ptr, corner_weight_ptr, at + 2 * step, flat + width, bottom & left, ly * hx, valid)
+        _store_corner(
+            corner_index_ptr, corner_weight_ptr, at + 3 * step, flat + width + 1, bottom & right, ly * lx, valid
+        )
     if NEED_OFFSET_MASK:
         points = offset_groups * kernel_points
         at = (image * 2 * points + 2 * point) * plane + pixel

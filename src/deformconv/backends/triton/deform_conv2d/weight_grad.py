@@ -12,7 +12,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from deformconv.triton_kernels.sampling import (
+from deformconv.backends.triton.deform_conv2d.sampling import (
     bilinear_corners,
     interpolate,
     load_corners,
@@ -25,19 +25,56 @@ from deformconv.triton_kernels.sampling import (
 
 @triton.jit
 def weight_grad_kernel(
-    grad_out_ptr, input_ptr, offset_ptr, mask_ptr, partial_ptr,
-    total, split_size, height, width, out_h, out_w,
-    out_channels, in_per_group, out_per_group, in_per_offset_group, kernel_w, kernel_points,
-    c_tiles, splits,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-    s_go_n, s_go_c, s_go_h, s_go_w,
-    s_in_n, s_in_c, s_in_h, s_in_w,
-    s_off_n, s_off_c, s_off_h, s_off_w,
-    s_m_n, s_m_c, s_m_h, s_m_w,
+    grad_out_ptr,
+    input_ptr,
+    offset_ptr,
+    mask_ptr,
+    partial_ptr,
+    total,
+    split_size,
+    height,
+    width,
+    out_h,
+    out_w,
+    out_channels,
+    in_per_group,
+    out_per_group,
+    in_per_offset_group,
+    kernel_w,
+    kernel_points,
+    c_tiles,
+    splits,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    s_go_n,
+    s_go_c,
+    s_go_h,
+    s_go_w,
+    s_in_n,
+    s_in_c,
+    s_in_h,
+    s_in_w,
+    s_off_n,
+    s_off_c,
+    s_off_h,
+    s_off_w,
+    s_m_n,
+    s_m_c,
+    s_m_h,
+    s_m_w,
     HAS_MASK: tl.constexpr,
-    ACC: tl.constexpr, IO: tl.constexpr, OPERAND: tl.constexpr,
-    USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
+    ACC: tl.constexpr,
+    IO: tl.constexpr,
+    OPERAND: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_O: tl.constexpr,
 ):
     """Grid: (output-channel tiles * input-channel tiles, kernel points, groups * splits).
 
@@ -78,8 +115,25 @@ def weight_grad_kernel(
         for og in range(c_first // in_per_offset_group, c_last // in_per_offset_group + 1):
             point = og * kernel_points + k
             y, x = sample_position(
-                offset_ptr, n, oy, ox, valid, point, tap_y, tap_x,
-                s_off_n, s_off_c, s_off_h, s_off_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, ACC,
+                offset_ptr,
+                n,
+                oy,
+                ox,
+                valid,
+                point,
+                tap_y,
+                tap_x,
+                s_off_n,
+                s_off_c,
+                s_off_h,
+                s_off_w,
+                stride_h,
+                stride_w,
+                pad_h,
+                pad_w,
+                dil_h,
+                dil_w,
+                ACC,
             )
             row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
             corner = image * s_in_n + row.to(tl.int64) * s_in_h + col.to(tl.int64) * s_in_w
@@ -89,9 +143,7 @@ def weight_grad_kernel(
             )
             sampled = interpolate(v00, v01, v10, v11, ly, lx)
             if HAS_MASK:
-                sampled *= load_modulation(
-                    mask_ptr, n, oy, ox, valid, point, s_m_n, s_m_c, s_m_h, s_m_w, ACC
-                )[:, None]
+                sampled *= load_modulation(mask_ptr, n, oy, ox, valid, point, s_m_n, s_m_c, s_m_h, s_m_w, ACC)[:, None]
             columns += sampled
         acc = tile_product(grad_out, columns, acc, IO, OPERAND, USE_DOT, DOT_PRECISION)
 

@@ -1,6 +1,6 @@
 """``@triton.jit`` helpers shared by the kernels: where a sample point reads, and tile products.
 
-Bilinear sampling follows ``torchvision.ops.deform_conv2d`` (see :mod:`deformconv.ops.reference`):
+Bilinear sampling follows ``torchvision.ops.deform_conv2d`` (see :mod:`deformconv.backends.reference.deform_conv2d`):
 a sample point ``(y, x)`` reads 0 unless ``-1 < y < H`` and ``-1 < x < W``; otherwise its
 corners ``floor(y) + {0, 1}`` x ``floor(x) + {0, 1}`` weigh ``(1-|dy|)(1-|dx|)`` and corners
 outside the image read 0. The test is written as "inside", which is False for NaN and Inf,
@@ -34,9 +34,24 @@ def output_pixels(start, total, out_h, out_w, BLOCK_P: tl.constexpr):
 
 @triton.jit
 def sample_position(
-    offset_ptr, n, oy, ox, valid, point_channel, tap_y, tap_x,
-    s_off_n, s_off_c, s_off_h, s_off_w,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
+    offset_ptr,
+    n,
+    oy,
+    ox,
+    valid,
+    point_channel,
+    tap_y,
+    tap_x,
+    s_off_n,
+    s_off_c,
+    s_off_h,
+    s_off_w,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
     ACC: tl.constexpr,
 ):
     """Sample coordinates of one kernel point of one offset group for a tile of pixels.
@@ -92,8 +107,17 @@ def bilinear_corners(y, x, height, width, valid):
 
 @triton.jit
 def load_corners(
-    input_ptr, corner_offset, channel_offset, channel_valid, s_in_h, s_in_w,
-    top, bottom, left, right, ACC: tl.constexpr,
+    input_ptr,
+    corner_offset,
+    channel_offset,
+    channel_valid,
+    s_in_h,
+    s_in_w,
+    top,
+    bottom,
+    left,
+    right,
+    ACC: tl.constexpr,
 ):
     """Reads the four corners of a tile of sample points for a tile of channels.
 
@@ -127,7 +151,13 @@ def interpolate(v00, v01, v10, v11, ly, lx):
 
 @triton.jit
 def tile_product(
-    a, b, acc, ROUND: tl.constexpr, OPERAND: tl.constexpr, USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    a,
+    b,
+    acc,
+    ROUND: tl.constexpr,
+    OPERAND: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     """``acc + a @ b`` for a Tensor[M, K] and b Tensor[K, N], accumulated in ``acc``'s dtype.
 

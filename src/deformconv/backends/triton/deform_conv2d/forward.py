@@ -16,7 +16,6 @@ Choose with :func:`set_forward_strategy` or the environment variable
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
@@ -24,16 +23,16 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from deformconv.triton_kernels.launch import (
+from deformconv import config
+from deformconv.backends.triton.deform_conv2d.launch import (
     BLOCK_P,
     channels_last,
-    conv_shape,
     kernel_weight,
     on_device,
     precision,
     tiles,
 )
-from deformconv.triton_kernels.sampling import (
+from deformconv.backends.triton.deform_conv2d.sampling import (
     bilinear_corners,
     interpolate,
     load_corners,
@@ -42,6 +41,7 @@ from deformconv.triton_kernels.sampling import (
     sample_position,
     tile_product,
 )
+from deformconv.ops.deform_conv2d.geometry import ConvGeometry
 
 FORWARD_STRATEGIES = ("implicit", "columns")
 _strategy = "implicit"
@@ -64,22 +64,56 @@ def get_forward_strategy() -> str:
     return _strategy
 
 
-set_forward_strategy(os.environ.get("DEFORMCONV_TRITON_FORWARD", "implicit"))
+set_forward_strategy(config.environment_value("DEFORMCONV_TRITON_FORWARD") or "implicit")
 
 
 @triton.jit
 def _implicit_forward_kernel(
-    input_ptr, offset_ptr, mask_ptr, weight_ptr, bias_ptr, out_ptr,
-    total, height, width, out_h, out_w,
-    out_channels, in_per_group, out_per_group, in_per_offset_group, kernel_w, kernel_points,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-    s_in_n, s_in_c, s_in_h, s_in_w,
-    s_off_n, s_off_c, s_off_h, s_off_w,
-    s_m_n, s_m_c, s_m_h, s_m_w,
-    HAS_MASK: tl.constexpr, HAS_BIAS: tl.constexpr,
-    ACC: tl.constexpr, IO: tl.constexpr, OPERAND: tl.constexpr,
-    USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_O: tl.constexpr,
+    input_ptr,
+    offset_ptr,
+    mask_ptr,
+    weight_ptr,
+    bias_ptr,
+    out_ptr,
+    total,
+    height,
+    width,
+    out_h,
+    out_w,
+    out_channels,
+    in_per_group,
+    out_per_group,
+    in_per_offset_group,
+    kernel_w,
+    kernel_points,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    s_in_n,
+    s_in_c,
+    s_in_h,
+    s_in_w,
+    s_off_n,
+    s_off_c,
+    s_off_h,
+    s_off_w,
+    s_m_n,
+    s_m_c,
+    s_m_h,
+    s_m_w,
+    HAS_MASK: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ACC: tl.constexpr,
+    IO: tl.constexpr,
+    OPERAND: tl.constexpr,
+    USE_DOT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_O: tl.constexpr,
 ):
     """out[p, o] = sum over (c, k) of sampled[p, c, k] * weight[k, c, o], for one group.
 
@@ -104,21 +138,45 @@ def _implicit_forward_kernel(
             tap_y = k // kernel_w
             point = og * kernel_points + k
             y, x = sample_position(
-                offset_ptr, n, oy, ox, valid, point, tap_y, k - tap_y * kernel_w,
-                s_off_n, s_off_c, s_off_h, s_off_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, ACC,
+                offset_ptr,
+                n,
+                oy,
+                ox,
+                valid,
+                point,
+                tap_y,
+                k - tap_y * kernel_w,
+                s_off_n,
+                s_off_c,
+                s_off_h,
+                s_off_w,
+                stride_h,
+                stride_w,
+                pad_h,
+                pad_w,
+                dil_h,
+                dil_w,
+                ACC,
             )
             row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
             corner = image + row.to(tl.int64) * s_in_h + col.to(tl.int64) * s_in_w
             if HAS_MASK:
-                modulation = load_modulation(
-                    mask_ptr, n, oy, ox, valid, point, s_m_n, s_m_c, s_m_h, s_m_w, ACC
-                )
+                modulation = load_modulation(mask_ptr, n, oy, ox, valid, point, s_m_n, s_m_c, s_m_h, s_m_w, ACC)
             for c0 in range(lo, hi, BLOCK_C):
                 c = c0 + tl.arange(0, BLOCK_C)
                 c_valid = c < hi
                 v00, v01, v10, v11 = load_corners(
-                    input_ptr, corner, c.to(tl.int64) * s_in_c, c_valid, s_in_h, s_in_w,
-                    top, bottom, left, right, ACC,
+                    input_ptr,
+                    corner,
+                    c.to(tl.int64) * s_in_c,
+                    c_valid,
+                    s_in_h,
+                    s_in_w,
+                    top,
+                    bottom,
+                    left,
+                    right,
+                    ACC,
                 )
                 sampled = interpolate(v00, v01, v10, v11, ly, lx)
                 if HAS_MASK:
@@ -140,14 +198,40 @@ def _implicit_forward_kernel(
 
 @triton.jit
 def _columns_kernel(
-    input_ptr, offset_ptr, mask_ptr, columns_ptr,
-    total, height, width, out_h, out_w,
-    in_per_offset_group, kernel_w, kernel_points,
-    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w,
-    s_in_n, s_in_c, s_in_h, s_in_w,
-    s_off_n, s_off_c, s_off_h, s_off_w,
-    s_m_n, s_m_c, s_m_h, s_m_w,
-    HAS_MASK: tl.constexpr, ACC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    input_ptr,
+    offset_ptr,
+    mask_ptr,
+    columns_ptr,
+    total,
+    height,
+    width,
+    out_h,
+    out_w,
+    in_per_offset_group,
+    kernel_w,
+    kernel_points,
+    stride_h,
+    stride_w,
+    pad_h,
+    pad_w,
+    dil_h,
+    dil_w,
+    s_in_n,
+    s_in_c,
+    s_in_h,
+    s_in_w,
+    s_off_n,
+    s_off_c,
+    s_off_h,
+    s_off_w,
+    s_m_n,
+    s_m_c,
+    s_m_h,
+    s_m_w,
+    HAS_MASK: tl.constexpr,
+    ACC: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     """columns[c*kh*kw + k, p] = sampled (and modulated) input channel c at kernel point k.
 
@@ -160,15 +244,30 @@ def _columns_kernel(
     p = start + tl.arange(0, BLOCK_P)
     tap_y = k // kernel_w
     y, x = sample_position(
-        offset_ptr, n, oy, ox, valid, tl.program_id(1), tap_y, k - tap_y * kernel_w,
-        s_off_n, s_off_c, s_off_h, s_off_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, ACC,
+        offset_ptr,
+        n,
+        oy,
+        ox,
+        valid,
+        tl.program_id(1),
+        tap_y,
+        k - tap_y * kernel_w,
+        s_off_n,
+        s_off_c,
+        s_off_h,
+        s_off_w,
+        stride_h,
+        stride_w,
+        pad_h,
+        pad_w,
+        dil_h,
+        dil_w,
+        ACC,
     )
     row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
     corner = n.to(tl.int64) * s_in_n + row.to(tl.int64) * s_in_h + col.to(tl.int64) * s_in_w
     if HAS_MASK:
-        modulation = load_modulation(
-            mask_ptr, n, oy, ox, valid, tl.program_id(1), s_m_n, s_m_c, s_m_h, s_m_w, ACC
-        )
+        modulation = load_modulation(mask_ptr, n, oy, ox, valid, tl.program_id(1), s_m_n, s_m_c, s_m_h, s_m_w, ACC)
     lo = og * in_per_offset_group
     hi = lo + in_per_offset_group
     for c0 in range(lo, hi, BLOCK_C):
@@ -201,13 +300,10 @@ def _implicit_forward(
     mask: Tensor | None,
     weight: Tensor,
     bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
+    shape: ConvGeometry,
 ) -> Tensor:
-    shape = conv_shape(input, offset, weight)
-    out = torch.empty(shape.batch, shape.out_channels, shape.out_h, shape.out_w,
-                      dtype=input.dtype, device=input.device)
+    stride, padding, dilation = shape.stride, shape.padding, shape.dilation
+    out = torch.empty(shape.batch, shape.out_channels, shape.out_h, shape.out_w, dtype=input.dtype, device=input.device)
     total = shape.batch * shape.out_h * shape.out_w
     if total == 0:
         return out
@@ -217,16 +313,42 @@ def _implicit_forward(
     mask_t, mask_strides = _mask_args(mask, offset)
     grid = (triton.cdiv(total, BLOCK_P), triton.cdiv(shape.out_per_group, tile.block_o), shape.groups)
     _implicit_forward_kernel[grid](
-        source, offset, mask_t, kernel_weight(weight), bias.contiguous() if bias is not None else out, out,
-        total, shape.height, shape.width, shape.out_h, shape.out_w,
-        shape.out_channels, shape.in_per_group, shape.out_per_group, shape.in_per_offset_group,
-        shape.kernel_w, shape.kernel_points,
-        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        *source.stride(), *offset.stride(), *mask_strides,
-        HAS_MASK=mask is not None, HAS_BIAS=bias is not None,
-        ACC=prec.acc, IO=prec.io, OPERAND=prec.operand,
-        USE_DOT=tile.use_dot, DOT_PRECISION=prec.dot_precision,
-        BLOCK_P=BLOCK_P, BLOCK_C=tile.block_c, BLOCK_O=tile.block_o,
+        source,
+        offset,
+        mask_t,
+        kernel_weight(weight),
+        bias.contiguous() if bias is not None else out,
+        out,
+        total,
+        shape.height,
+        shape.width,
+        shape.out_h,
+        shape.out_w,
+        shape.out_channels,
+        shape.in_per_group,
+        shape.out_per_group,
+        shape.in_per_offset_group,
+        shape.kernel_w,
+        shape.kernel_points,
+        stride[0],
+        stride[1],
+        padding[0],
+        padding[1],
+        dilation[0],
+        dilation[1],
+        *source.stride(),
+        *offset.stride(),
+        *mask_strides,
+        HAS_MASK=mask is not None,
+        HAS_BIAS=bias is not None,
+        ACC=prec.acc,
+        IO=prec.io,
+        OPERAND=prec.operand,
+        USE_DOT=tile.use_dot,
+        DOT_PRECISION=prec.dot_precision,
+        BLOCK_P=BLOCK_P,
+        BLOCK_C=tile.block_c,
+        BLOCK_O=tile.block_o,
     )
     return out
 
@@ -265,11 +387,31 @@ def sample_columns(
     block_c = max(2, min(32, triton.next_power_of_2(per_offset_group)))
     mask_t, mask_strides = _mask_args(mask, offset)
     _columns_kernel[(triton.cdiv(total, BLOCK_P), offset_groups * points)](
-        source, offset, mask_t, columns,
-        total, height, width, out_h, out_w, per_offset_group, kernel[1], points,
-        stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        *source.stride(), *offset.stride(), *mask_strides,
-        HAS_MASK=mask is not None, ACC=precision(input.dtype).acc, BLOCK_P=BLOCK_P, BLOCK_C=block_c,
+        source,
+        offset,
+        mask_t,
+        columns,
+        total,
+        height,
+        width,
+        out_h,
+        out_w,
+        per_offset_group,
+        kernel[1],
+        points,
+        stride[0],
+        stride[1],
+        padding[0],
+        padding[1],
+        dilation[0],
+        dilation[1],
+        *source.stride(),
+        *offset.stride(),
+        *mask_strides,
+        HAS_MASK=mask is not None,
+        ACC=precision(input.dtype).acc,
+        BLOCK_P=BLOCK_P,
+        BLOCK_C=block_c,
     )
     return columns
 
@@ -280,21 +422,22 @@ def _columns_forward(
     mask: Tensor | None,
     weight: Tensor,
     bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    batch_chunk: int,
+    shape: ConvGeometry,
 ) -> Tensor:
-    shape = conv_shape(input, offset, weight)
-    out = torch.empty(shape.batch, shape.out_channels, shape.out_h, shape.out_w,
-                      dtype=input.dtype, device=input.device)
+    batch_chunk = shape.batch_chunk
+    out = torch.empty(shape.batch, shape.out_channels, shape.out_h, shape.out_w, dtype=input.dtype, device=input.device)
     group_weight = weight.reshape(shape.groups, shape.out_per_group, -1)
     for start in range(0, shape.batch, batch_chunk):
         chunk = slice(start, start + batch_chunk)
         m = min(shape.batch, start + batch_chunk) - start
         columns = sample_columns(
-            input[chunk], offset[chunk], None if mask is None else mask[chunk],
-            (shape.kernel_h, shape.kernel_w), stride, padding, dilation,
+            input[chunk],
+            offset[chunk],
+            None if mask is None else mask[chunk],
+            shape.kernel,
+            shape.stride,
+            shape.padding,
+            shape.dilation,
         )
         result = torch.matmul(group_weight, columns.view(shape.groups, -1, columns.shape[1]))
         result = result.view(shape.out_channels, m, shape.out_h, shape.out_w).transpose(0, 1)
@@ -305,17 +448,9 @@ def _columns_forward(
 
 
 def deform_conv2d_forward(
-    input: Tensor,
-    offset: Tensor,
-    mask: Tensor | None,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    batch_chunk: int,
+    input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor, bias: Tensor | None, geometry: ConvGeometry
 ) -> Tensor:
-    """Forward op kernel (see :func:`deformconv.deform_conv2d` for the argument shapes).
+    """Forward kernel (the contract of :mod:`deformconv.ops.deform_conv2d.contract`).
 
     Returns:
         Tensor[N, C_out, Ho, Wo], contiguous, in the input dtype; half types accumulate in
@@ -323,5 +458,5 @@ def deform_conv2d_forward(
     """
     with on_device(input.device):
         if _strategy == "columns":
-            return _columns_forward(input, offset, mask, weight, bias, stride, padding, dilation, batch_chunk)
-        return _implicit_forward(input, offset, mask, weight, bias, stride, padding, dilation)
+            return _columns_forward(input, offset, mask, weight, bias, geometry)
+        return _implicit_forward(input, offset, mask, weight, bias, geometry)

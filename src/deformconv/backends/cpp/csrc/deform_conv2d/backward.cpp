@@ -51,13 +51,13 @@ void depthwise_chunk(const Backward& b, const Chunk& data, const at::Tensor& gra
     const scalar_t* weight = b.weights.const_data_ptr<scalar_t>();
     const scalar_t* grad = grad_rows.const_data_ptr<scalar_t>();
     if (b.need_offset_mask) {
-      RECORD_FUNCTION("deformconv_cpu::depthwise_coordinate_grad", std::vector<c10::IValue>());
+      RECORD_FUNCTION("deformconv_cpp::depthwise_coordinate_grad", std::vector<c10::IValue>());
       depthwise_coordinate_grad<scalar_t>(input, offset, data.mask_data<scalar_t>(), weight, grad, b.g, count,
                                           b.optional_data<scalar_t>(b.offset_buffer, true, count),
                                           b.optional_data<scalar_t>(b.mask_buffer, b.need_mask, count));
     }
     if (b.need_input || b.need_weight) {
-      RECORD_FUNCTION("deformconv_cpu::depthwise_input_weight_grad", std::vector<c10::IValue>());
+      RECORD_FUNCTION("deformconv_cpp::depthwise_input_weight_grad", std::vector<c10::IValue>());
       depthwise_input_weight_grad<scalar_t>(
           input, offset, data.mask_data<scalar_t>(), weight, grad, b.g, count,
           b.optional_data<scalar_t>(b.input_buffer, b.need_input, count),
@@ -93,7 +93,7 @@ void columns_chunk(const Backward& b, const Chunk& data, const at::Tensor& grad_
                           .view({g.groups, length, g.group_columns()});
     if (b.need_weight) {
       AT_DISPATCH_FLOATING_TYPES(columns.scalar_type(), "deform_conv2d_backward_columns", [&] {
-        RECORD_FUNCTION("deformconv_cpu::sample_columns", std::vector<c10::IValue>());
+        RECORD_FUNCTION("deformconv_cpp::sample_columns", std::vector<c10::IValue>());
         sample_columns<scalar_t>(data.input.const_data_ptr<scalar_t>(),
                                  data.offset.const_data_ptr<scalar_t>(), data.mask_data<scalar_t>(), g, first,
                                  last, cols.mutable_data_ptr<scalar_t>());
@@ -109,13 +109,13 @@ void columns_chunk(const Backward& b, const Chunk& data, const at::Tensor& grad_
       const scalar_t* offset = data.offset.const_data_ptr<scalar_t>();
       const scalar_t* grad_columns = cols.const_data_ptr<scalar_t>();
       if (b.need_offset_mask) {
-        RECORD_FUNCTION("deformconv_cpu::coordinate_grad", std::vector<c10::IValue>());
+        RECORD_FUNCTION("deformconv_cpp::coordinate_grad", std::vector<c10::IValue>());
         coordinate_grad<scalar_t>(input, offset, data.mask_data<scalar_t>(), grad_columns, g, first, last,
                                   b.optional_data<scalar_t>(b.offset_buffer, true, count),
                                   b.optional_data<scalar_t>(b.mask_buffer, b.need_mask, count));
       }
       if (b.need_input) {
-        RECORD_FUNCTION("deformconv_cpu::input_grad", std::vector<c10::IValue>());
+        RECORD_FUNCTION("deformconv_cpp::input_grad", std::vector<c10::IValue>());
         input_grad<scalar_t>(offset, data.mask_data<scalar_t>(), grad_columns, g, first, last,
                              b.optional_data<scalar_t>(b.input_buffer, true, count));
       }

@@ -122,63 +122,6 @@ def on_device(device: torch.device) -> Iterator[None]:
         yield
 
 
-@dataclass(frozen=True)
-class ConvShape:
-    """Sizes of one deformable convolution, as the launchers pass them to the kernels."""
-
-    batch: int
-    in_channels: int
-    height: int
-    width: int
-    out_channels: int
-    groups: int
-    offset_groups: int
-    kernel_h: int
-    kernel_w: int
-    out_h: int
-    out_w: int
-
-    @property
-    def kernel_points(self) -> int:
-        return self.kernel_h * self.kernel_w
-
-    @property
-    def in_per_group(self) -> int:
-        return self.in_channels // self.groups
-
-    @property
-    def out_per_group(self) -> int:
-        return self.out_channels // self.groups
-
-    @property
-    def in_per_offset_group(self) -> int:
-        return self.in_channels // self.offset_groups
-
-    @property
-    def channel_run(self) -> int:
-        """Widest run of input channels that shares one group and one offset group."""
-        return min(self.in_per_group, self.in_per_offset_group)
-
-
-def conv_shape(input: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor) -> ConvShape:
-    """The :class:`ConvShape` of validated ``input``, ``offset`` and ``weight``."""
-    batch, in_channels, height, width = input.shape
-    out_channels, in_per_group, kernel_h, kernel_w = weight.shape
-    return ConvShape(
-        batch=batch,
-        in_channels=in_channels,
-        height=height,
-        width=width,
-        out_channels=out_channels,
-        groups=in_channels // in_per_group,
-        offset_groups=offset.shape[1] // (2 * kernel_h * kernel_w),
-        kernel_h=kernel_h,
-        kernel_w=kernel_w,
-        out_h=offset.shape[2],
-        out_w=offset.shape[3],
-    )
-
-
 def kernel_weight(weight: torch.Tensor) -> torch.Tensor:
     """weight (Tensor[C_out, C_in/groups, kh, kw]) as Tensor[kh*kw, C_in/groups, C_out], contiguous.
 

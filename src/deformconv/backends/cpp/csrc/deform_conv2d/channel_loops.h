@@ -8,7 +8,7 @@
 
 #include "geometry.h"
 #include "sampling.h"
-#include "vectorize.h"
+#include "../vectorize.h"
 
 namespace deformconv {
 

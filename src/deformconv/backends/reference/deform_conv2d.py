@@ -1,4 +1,4 @@
-"""Pure-PyTorch kernels for the forward and backward ops: the ``"reference"`` backend.
+"""``deform_conv2d`` in pure PyTorch: the ``"reference"`` backend's kernels.
 
 Vectorised over the batch chunk, the offset groups, the kernel points and the output pixels;
 runs on any device. It is the semantic reference for the accelerated kernels (tests compare
@@ -14,16 +14,14 @@ coordinates are those of this floor-based formula (a one-sided difference at int
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-
-def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; every other floating dtype accumulates in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+from deformconv.backends.registry import register_kernel
+from deformconv.ops.deform_conv2d.contract import BACKWARD, FORWARD, Grads, NeededGrads
+from deformconv.ops.deform_conv2d.geometry import ConvGeometry, accumulation_dtype
 
 
 @dataclass
@@ -47,27 +45,19 @@ class Sampling:
     weight_dx: Tensor
 
 
-def sampling(
-    offset: Tensor,
-    in_size: tuple[int, int],
-    kernel: tuple[int, int],
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-) -> Sampling:
+def sampling(offset: Tensor, geometry: ConvGeometry) -> Sampling:
     """Computes the bilinear corners of every sample point.
 
     Args:
         offset (Tensor[n, 2*G*kh*kw, Ho, Wo]): (dy, dx) pairs per offset group and kernel point,
             in the accumulation dtype.
-        in_size: (H, W) of the input.
-        kernel: (kh, kw).
+        geometry: sizes, stride, padding and dilation of the convolution.
     """
     n, channels, out_h, out_w = offset.shape
-    kh, kw = kernel
+    (kh, kw), stride, padding, dilation = geometry.kernel, geometry.stride, geometry.padding, geometry.dilation
     points = kh * kw
     groups = channels // (2 * points)
-    height, width = in_size
+    height, width = geometry.in_size
     device, dtype = offset.device, offset.dtype
 
     # Position of kernel point k = i*kw + j for output pixel (oy, ox), before the offset.
@@ -124,10 +114,7 @@ def gather_corners(image: Tensor, index: Tensor) -> list[Tensor]:
     """
     n, groups, channels, _ = image.shape
     points = index.shape[-1]
-    return [
-        image.gather(3, index[:, :, c, None, :].expand(n, groups, channels, points))
-        for c in range(4)
-    ]
+    return [image.gather(3, index[:, :, c, None, :].expand(n, groups, channels, points)) for c in range(4)]
 
 
 @dataclass
@@ -149,20 +136,12 @@ class SampledChunk:
     mask: Tensor | None
 
 
-def sample_chunk(
-    input: Tensor,
-    offset: Tensor,
-    mask: Tensor | None,
-    kernel: tuple[int, int],
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-) -> SampledChunk:
+def sample_chunk(input: Tensor, offset: Tensor, mask: Tensor | None, geometry: ConvGeometry) -> SampledChunk:
     """Samples a batch chunk (``input``, ``offset``, ``mask`` already sliced to it)."""
     n, channels, height, width = input.shape
     acc = accumulation_dtype(input.dtype)
-    offset_groups = offset.shape[1] // (2 * kernel[0] * kernel[1])
-    where = sampling(offset.to(acc), (height, width), kernel, stride, padding, dilation)
+    offset_groups = geometry.offset_groups
+    where = sampling(offset.to(acc), geometry)
     image = input.to(acc).reshape(n, offset_groups, channels // offset_groups, height * width)
     corners = gather_corners(image, where.index)
     values = sum(v * where.weight[:, :, c, None, :] for c, v in enumerate(corners))
@@ -170,31 +149,22 @@ def sample_chunk(
     return SampledChunk(where, image, corners, values, group_mask)
 
 
+@register_kernel(FORWARD, backend="reference", priority=0)
 def deform_conv2d_forward(
-    input: Tensor,
-    offset: Tensor,
-    mask: Tensor | None,
-    weight: Tensor,
-    bias: Tensor | None,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    batch_chunk: int,
+    input: Tensor, offset: Tensor, mask: Tensor | None, weight: Tensor, bias: Tensor | None, geometry: ConvGeometry
 ) -> Tensor:
     """Forward op (see :func:`deformconv.deform_conv2d` for the argument shapes)."""
-    n, in_channels = input.shape[:2]
-    out_channels, in_per_group, kh, kw = weight.shape
-    groups = in_channels // in_per_group
-    out_h, out_w = offset.shape[2:]
-    acc = accumulation_dtype(input.dtype)
+    n, out_channels, groups = geometry.batch, geometry.out_channels, geometry.groups
+    in_per_group = geometry.in_per_group
+    (kh, kw), (out_h, out_w), batch_chunk = geometry.kernel, geometry.out_size, geometry.batch_chunk
+    acc = geometry.accumulation_dtype
 
     group_weight = weight.to(acc).reshape(groups, out_channels // groups, in_per_group * kh * kw)
     output = input.new_empty(n, out_channels, out_h, out_w)
     for start in range(0, n, batch_chunk):
         chunk = slice(start, start + batch_chunk)
         m = min(n, start + batch_chunk) - start
-        sampled = sample_chunk(input[chunk], offset[chunk], None if mask is None else mask[chunk],
-                               (kh, kw), stride, padding, dilation)
+        sampled = sample_chunk(input[chunk], offset[chunk], None if mask is None else mask[chunk], geometry)
         columns = sampled.values if sampled.mask is None else sampled.values * sampled.mask
         columns = columns.view(m, groups, in_per_group * kh * kw, out_h * out_w)
         result = torch.matmul(group_weight, columns).view(m, out_channels, out_h, out_w)
@@ -204,31 +174,26 @@ def deform_conv2d_forward(
     return output
 
 
+@register_kernel(BACKWARD, backend="reference", priority=0)
 def deform_conv2d_backward(
     grad_output: Tensor,
     input: Tensor,
     offset: Tensor,
     mask: Tensor | None,
     weight: Tensor,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    batch_chunk: int,
-    need_input: bool,
-    need_offset_mask: bool,
-    need_weight: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    geometry: ConvGeometry,
+    needed: NeededGrads,
+) -> Grads:
     """Backward op: gradients for input, offset, mask and weight.
 
-    A gradient that is not needed (or the mask gradient when ``mask`` is None) is returned as
-    an empty tensor.
+    A gradient that is not needed (or the mask gradient when ``mask`` is None) is None.
     """
-    n, in_channels = input.shape[:2]
-    out_channels, in_per_group, kh, kw = weight.shape
-    groups = in_channels // in_per_group
-    out_h, out_w = offset.shape[2:]
-    offset_groups = offset.shape[1] // (2 * kh * kw)
-    acc = accumulation_dtype(input.dtype)
+    n, out_channels, groups = geometry.batch, geometry.out_channels, geometry.groups
+    in_per_group = geometry.in_per_group
+    (kh, kw), (out_h, out_w), batch_chunk = geometry.kernel, geometry.out_size, geometry.batch_chunk
+    offset_groups = geometry.offset_groups
+    need_input, need_offset_mask, need_weight = needed
+    acc = geometry.accumulation_dtype
     columns_shape = (groups, in_per_group * kh * kw, out_h * out_w)
 
     group_weight = weight.to(acc).reshape(groups, out_channels // groups, -1)
@@ -240,8 +205,7 @@ def deform_conv2d_backward(
     for start in range(0, n, batch_chunk):
         chunk = slice(start, start + batch_chunk)
         m = min(n, start + batch_chunk) - start
-        chunk_sample = sample_chunk(input[chunk], offset[chunk], None if mask is None else mask[chunk],
-                                    (kh, kw), stride, padding, dilation)
+        chunk_sample = sample_chunk(input[chunk], offset[chunk], None if mask is None else mask[chunk], geometry)
         where, image, corners = chunk_sample.where, chunk_sample.image, chunk_sample.corners
         sampled, chunk_mask = chunk_sample.values, chunk_sample.mask
         grad_out = grad_output[chunk].to(acc).reshape(m, groups, out_channels // groups, -1)
@@ -270,13 +234,9 @@ def deform_conv2d_backward(
                 contribution = grad_columns * where.weight[:, :, c, None, :]
                 target.scatter_add_(3, where.index[:, :, c, None, :].expand(expand), contribution)
 
-    def or_empty(grad: Tensor | None) -> Tensor:
-        # A fresh empty tensor each time: outputs of a custom op must not alias each other.
-        return input.new_empty(0) if grad is None else grad.to(input.dtype)
-
-    return (
-        or_empty(grad_input),
-        or_empty(grad_offset),
-        or_empty(grad_mask),
-        or_empty(None if grad_weight is None else grad_weight.view(weight.shape)),
+    return Grads(
+        None if grad_input is None else grad_input.to(input.dtype),
+        grad_offset,
+        grad_mask,
+        None if grad_weight is None else grad_weight.view(weight.shape).to(weight.dtype),
     )

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "geometry.h"
-#include "vectorize.h"
+#include "../vectorize.h"
 
 namespace deformconv {
 

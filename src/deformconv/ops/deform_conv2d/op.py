@@ -5,10 +5,12 @@ Two operators are declared with ``torch.library.custom_op``:
 - ``deformconv::deform_conv2d`` (forward) and
 - ``deformconv::deform_conv2d_backward`` (gradients for input, offset, mask and weight).
 
-Each runs the kernel of the backend chosen for the input's device (see
-:mod:`deformconv.dispatch`); each has a fake kernel (shapes only) so ``torch.compile`` and
-``torch.export`` trace through them without a graph break. The forward op's autograd formula
-calls the backward op, so accelerated backends speed up training too.
+The op owns the contract (see :mod:`.contract`): it validates its arguments once (the fake
+kernel runs the same checks while ``torch.compile`` traces), computes the geometry and the batch
+chunk, runs the kernel of the backend chosen for the input's device (see
+:mod:`deformconv.backends`), and creates a fresh empty tensor for every gradient that was not
+asked for. The forward op's autograd formula calls the backward op, so accelerated backends
+speed up training too.
 """
 
 from __future__ import annotations
@@ -18,11 +20,23 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from deformconv import dispatch
+from deformconv.backends import select
 from deformconv.ops import budget
-from deformconv.ops.autocast import cast_for_autocast
-from deformconv.ops.checks import IntPair, check_args, to_pair
-from deformconv.ops.reference import accumulation_dtype
+from deformconv.ops.autocast import register_autocast
+from deformconv.ops.deform_conv2d.checks import IntPair, check_args, to_pair
+from deformconv.ops.deform_conv2d.contract import BACKWARD, FORWARD, Grads, NeededGrads
+from deformconv.ops.deform_conv2d.geometry import ConvGeometry
+
+
+def _geometry(input, offset, mask, weight, bias, stride, padding, dilation, batch_chunk: int) -> ConvGeometry:
+    """Validates the op's arguments; ``batch_chunk`` 0 means: as many images as the budget allows."""
+    geometry = check_args(input, offset, mask, weight, bias, tuple(stride), tuple(padding), tuple(dilation))
+    if batch_chunk < 0:
+        raise ValueError(f"batch_chunk must be >= 0 (0: from the im2col budget), got {batch_chunk}")
+    if batch_chunk == 0:
+        element_size = torch.finfo(geometry.accumulation_dtype).bits // 8
+        batch_chunk = budget.batch_chunk(geometry.column_elements_per_image * element_size)
+    return geometry.with_batch_chunk(batch_chunk)
 
 
 @torch.library.custom_op("deformconv::deform_conv2d", mutates_args=())
@@ -37,17 +51,32 @@ def deform_conv2d_op(
     dilation: Sequence[int],
     batch_chunk: int,
 ) -> Tensor:
-    """Forward op; ``batch_chunk`` images share one column buffer. Returns Tensor[N, C_out, Ho, Wo]."""
-    check_args(input, offset, mask, weight, bias, tuple(stride), tuple(padding), tuple(dilation))
-    if batch_chunk < 1:
-        raise ValueError(f"batch_chunk must be >= 1, got {batch_chunk}")
-    kernel = dispatch.select(input.device.type).forward
-    return kernel(input, offset, mask, weight, bias, stride, padding, dilation, batch_chunk)
+    """Forward op; ``batch_chunk`` images share one column buffer (0: from the budget).
+
+    Returns Tensor[N, C_out, Ho, Wo].
+    """
+    geometry = _geometry(input, offset, mask, weight, bias, stride, padding, dilation, batch_chunk)
+    return select(FORWARD, input.device.type).fn(input, offset, mask, weight, bias, geometry)
 
 
 @deform_conv2d_op.register_fake
 def _deform_conv2d_fake(input, offset, mask, weight, bias, stride, padding, dilation, batch_chunk):
-    return input.new_empty(input.shape[0], weight.shape[0], offset.shape[2], offset.shape[3])
+    geometry = _geometry(input, offset, mask, weight, bias, stride, padding, dilation, batch_chunk)
+    return input.new_empty(geometry.batch, geometry.out_channels, *geometry.out_size)
+
+
+def _check_grad_output(grad_output: Tensor, geometry: ConvGeometry, input: Tensor) -> None:
+    expected = (geometry.batch, geometry.out_channels, *geometry.out_size)
+    if not isinstance(grad_output, Tensor) or grad_output.dtype != input.dtype:
+        given = grad_output.dtype if isinstance(grad_output, Tensor) else type(grad_output).__name__
+        raise TypeError(f"grad_output must be a Tensor of dtype {input.dtype}, got {given}")
+    torch._check_with(
+        ValueError,
+        tuple(grad_output.shape) == expected,
+        lambda: (
+            f"grad_output must have shape [N, C_out, H_out, W_out] = {list(expected)}, got {list(grad_output.shape)}"
+        ),
+    )
 
 
 @torch.library.custom_op("deformconv::deform_conv2d_backward", mutates_args=())
@@ -67,21 +96,31 @@ def deform_conv2d_backward_op(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Backward op: ``(grad_input, grad_offset, grad_mask, grad_weight)``.
 
-    A gradient that is not asked for (and ``grad_mask`` when ``mask`` is None) is an empty
-    tensor.
+    A gradient that is not asked for (and ``grad_mask`` when ``mask`` is None) is a fresh
+    empty tensor.
     """
-    kernel = dispatch.select(input.device.type).backward
-    return kernel(
-        grad_output, input, offset, mask, weight, stride, padding, dilation, batch_chunk,
-        need_input, need_offset_mask, need_weight,
-    )
+    geometry = _geometry(input, offset, mask, weight, None, stride, padding, dilation, batch_chunk)
+    _check_grad_output(grad_output, geometry, input)
+    needed = NeededGrads(need_input, need_offset_mask, need_weight)
+    kernel = select(BACKWARD, input.device.type).fn
+    grads = kernel(grad_output, input, offset, mask, weight, geometry, needed)
+    wanted = (need_input, need_offset_mask, need_offset_mask and mask is not None, need_weight)
+    result = []
+    for name, grad, want in zip(Grads._fields, grads, wanted):
+        if want and grad is None:
+            raise RuntimeError(f"the {BACKWARD} kernel returned no gradient for {name}, which was asked for")
+        result.append(grad if want else input.new_empty(0))
+    return tuple(result)  # type: ignore[return-value]
 
 
 @deform_conv2d_backward_op.register_fake
 def _deform_conv2d_backward_fake(
     grad_output, input, offset, mask, weight, stride, padding, dilation, batch_chunk,
     need_input, need_offset_mask, need_weight,
-):
+):  # fmt: skip
+    geometry = _geometry(input, offset, mask, weight, None, stride, padding, dilation, batch_chunk)
+    _check_grad_output(grad_output, geometry, input)
+
     def like(tensor: Tensor | None, needed: bool) -> Tensor:
         if tensor is None or not needed:
             return input.new_empty(0)
@@ -106,9 +145,9 @@ def _backward(ctx, grad_output: Tensor):
     input, offset, mask, weight = ctx.saved_tensors
     need_input, need_offset, need_mask, need_weight, need_bias = ctx.needs_input_grad[:5]
     grad_input, grad_offset, grad_mask, grad_weight = torch.ops.deformconv.deform_conv2d_backward(
-        grad_output, input, offset, mask, weight, *ctx.conv_args,
+        grad_output.contiguous(), input, offset, mask, weight, *ctx.conv_args,
         need_input, need_offset or need_mask, need_weight,
-    )
+    )  # fmt: skip
     return (
         grad_input if need_input else None,
         grad_offset if need_offset else None,
@@ -123,6 +162,7 @@ def _backward(ctx, grad_output: Tensor):
 
 
 deform_conv2d_op.register_autograd(_backward, setup_context=_setup_context)
+register_autocast("deform_conv2d")
 
 
 def deform_conv2d(
@@ -185,10 +225,4 @@ def deform_conv2d(
     stride = to_pair(stride, "stride")
     padding = to_pair(padding, "padding")
     dilation = to_pair(dilation, "dilation")
-    input, offset, mask, weight, bias = cast_for_autocast(input, offset, mask, weight, bias)
-    geometry = check_args(input, offset, mask, weight, bias, stride, padding, dilation)
-    element_size = torch.finfo(accumulation_dtype(input.dtype)).bits // 8
-    chunk = budget.batch_chunk(geometry.column_elements_per_image, element_size)
-    return torch.ops.deformconv.deform_conv2d(
-        input, offset, mask, weight, bias, stride, padding, dilation, chunk
-    )
+    return torch.ops.deformconv.deform_conv2d(input, offset, mask, weight, bias, stride, padding, dilation, 0)

@@ -14,26 +14,23 @@ slices are added in a fixed order.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import triton
 from torch import Tensor
 
-from deformconv.ops.reference import accumulation_dtype
-from deformconv.triton_kernels.data_grad import data_grad_kernel
-from deformconv.triton_kernels.launch import (
+from deformconv.backends.triton.deform_conv2d.data_grad import data_grad_kernel
+from deformconv.backends.triton.deform_conv2d.launch import (
     BLOCK_P,
-    ConvShape,
     channels_last,
-    conv_shape,
     kernel_weight,
     multiprocessors,
     on_device,
     precision,
     tiles,
 )
-from deformconv.triton_kernels.weight_grad import weight_grad_kernel
+from deformconv.backends.triton.deform_conv2d.weight_grad import weight_grad_kernel
+from deformconv.ops.deform_conv2d.contract import Grads, NeededGrads
+from deformconv.ops.deform_conv2d.geometry import ConvGeometry, accumulation_dtype
 
 # Programs per multiprocessor the weight gradient aims for when it splits the pixels.
 _WEIGHT_GRAD_OCCUPANCY = 4
@@ -49,7 +46,7 @@ def _launch_data_grad(
     offset: Tensor,
     mask: Tensor | None,
     packed_weight: Tensor,
-    shape: ConvShape,
+    shape: ConvGeometry,
     conv: tuple[int, ...],
     grad_target: Tensor | None,
     target_strides: tuple[int, ...],
@@ -69,23 +66,46 @@ def _launch_data_grad(
     corner_index, corner_weight = corners if corners is not None else (spare, spare)
     grid = (triton.cdiv(total, BLOCK_P), shape.offset_groups * shape.kernel_points)
     data_grad_kernel[grid](
-        grad_output, source, offset, spare if mask is None else mask, packed_weight,
+        grad_output,
+        source,
+        offset,
+        spare if mask is None else mask,
+        packed_weight,
         spare if grad_target is None else grad_target,
         spare if grad_offset is None else grad_offset,
         spare if grad_mask is None else grad_mask,
-        corner_index, corner_weight,
-        total, shape.height, shape.width, shape.out_h, shape.out_w,
-        shape.out_channels, shape.in_per_group, shape.out_per_group, shape.in_per_offset_group,
-        shape.offset_groups, shape.kernel_w, shape.kernel_points,
+        corner_index,
+        corner_weight,
+        total,
+        shape.height,
+        shape.width,
+        shape.out_h,
+        shape.out_w,
+        shape.out_channels,
+        shape.in_per_group,
+        shape.out_per_group,
+        shape.in_per_offset_group,
+        shape.offset_groups,
+        shape.kernel_w,
+        shape.kernel_points,
         *conv,
-        *grad_output.stride(), *source.stride(), *offset.stride(), *_mask_strides(mask), *target_strides,
+        *grad_output.stride(),
+        *source.stride(),
+        *offset.stride(),
+        *_mask_strides(mask),
+        *target_strides,
         HAS_MASK=mask is not None,
         NEED_INPUT=grad_target is not None,
         NEED_OFFSET_MASK=grad_offset is not None,
         DETERMINISTIC=corners is not None,
-        ACC=prec.acc, IO=prec.io, OPERAND=prec.operand,
-        USE_DOT=tile.use_dot, DOT_PRECISION=prec.dot_precision,
-        BLOCK_P=BLOCK_P, BLOCK_C=tile.block_c, BLOCK_O=tile.block_o,
+        ACC=prec.acc,
+        IO=prec.io,
+        OPERAND=prec.operand,
+        USE_DOT=tile.use_dot,
+        DOT_PRECISION=prec.dot_precision,
+        BLOCK_P=BLOCK_P,
+        BLOCK_C=tile.block_c,
+        BLOCK_O=tile.block_o,
     )
 
 
@@ -95,7 +115,7 @@ def _data_grads(
     offset: Tensor,
     mask: Tensor | None,
     weight: Tensor,
-    shape: ConvShape,
+    shape: ConvGeometry,
     conv: tuple[int, ...],
     batch_chunk: int,
     need_input: bool,
@@ -117,8 +137,18 @@ def _data_grads(
             grad_input = torch.zeros_like(source, dtype=acc, memory_format=torch.channels_last)
             target_strides = grad_input.stride()
         _launch_data_grad(
-            grad_output, source, offset, mask, packed_weight, shape, conv,
-            grad_input, target_strides, None, grad_offset, grad_mask,
+            grad_output,
+            source,
+            offset,
+            mask,
+            packed_weight,
+            shape,
+            conv,
+            grad_input,
+            target_strides,
+            None,
+            grad_offset,
+            grad_mask,
         )
         return grad_input, grad_offset, grad_mask
 
@@ -132,8 +162,16 @@ def _data_grads(
         index = torch.empty(m, shape.offset_groups, 4, span, dtype=torch.int64, device=device)
         corner_weight = torch.empty(m, shape.offset_groups, 4, span, dtype=acc, device=device)
         _launch_data_grad(
-            grad_output[chunk], source[chunk], offset[chunk], None if mask is None else mask[chunk],
-            packed_weight, shape, conv, columns, (*columns.stride()[:2], 0, 0), (index, corner_weight),
+            grad_output[chunk],
+            source[chunk],
+            offset[chunk],
+            None if mask is None else mask[chunk],
+            packed_weight,
+            shape,
+            conv,
+            columns,
+            (*columns.stride()[:2], 0, 0),
+            (index, corner_weight),
             None if grad_offset is None else grad_offset[chunk],
             None if grad_mask is None else grad_mask[chunk],
         )
@@ -152,7 +190,7 @@ def _weight_grad(
     offset: Tensor,
     mask: Tensor | None,
     weight: Tensor,
-    shape: ConvShape,
+    shape: ConvGeometry,
     conv: tuple[int, ...],
 ) -> Tensor:
     """Weight gradient (Tensor[C_out, C_in/groups, kh, kw], accumulation dtype)."""
@@ -174,16 +212,39 @@ def _weight_grad(
     partial = torch.empty(splits, *weight.shape[:2], shape.kernel_points, dtype=acc, device=source.device)
     grid = (o_tiles * c_tiles, shape.kernel_points, shape.groups * splits)
     weight_grad_kernel[grid](
-        grad_output, source, offset, offset if mask is None else mask, partial,
-        total, split_size, shape.height, shape.width, shape.out_h, shape.out_w,
-        shape.out_channels, shape.in_per_group, shape.out_per_group, shape.in_per_offset_group,
-        shape.kernel_w, shape.kernel_points, c_tiles, splits,
+        grad_output,
+        source,
+        offset,
+        offset if mask is None else mask,
+        partial,
+        total,
+        split_size,
+        shape.height,
+        shape.width,
+        shape.out_h,
+        shape.out_w,
+        shape.out_channels,
+        shape.in_per_group,
+        shape.out_per_group,
+        shape.in_per_offset_group,
+        shape.kernel_w,
+        shape.kernel_points,
+        c_tiles,
+        splits,
         *conv,
-        *grad_output.stride(), *source.stride(), *offset.stride(), *_mask_strides(mask),
+        *grad_output.stride(),
+        *source.stride(),
+        *offset.stride(),
+        *_mask_strides(mask),
         HAS_MASK=mask is not None,
-        ACC=prec.acc, IO=prec.io, OPERAND=prec.operand,
-        USE_DOT=tile.use_dot, DOT_PRECISION=prec.dot_precision,
-        BLOCK_P=BLOCK_P, BLOCK_C=tile.block_c, BLOCK_O=tile.block_o,
+        ACC=prec.acc,
+        IO=prec.io,
+        OPERAND=prec.operand,
+        USE_DOT=tile.use_dot,
+        DOT_PRECISION=prec.dot_precision,
+        BLOCK_P=BLOCK_P,
+        BLOCK_C=tile.block_c,
+        BLOCK_O=tile.block_o,
     )
     return partial.sum(0).view(weight.shape)
 
@@ -194,27 +255,19 @@ def deform_conv2d_backward(
     offset: Tensor,
     mask: Tensor | None,
     weight: Tensor,
-    stride: Sequence[int],
-    padding: Sequence[int],
-    dilation: Sequence[int],
-    batch_chunk: int,
-    need_input: bool,
-    need_offset_mask: bool,
-    need_weight: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Backward op kernel: ``(grad_input, grad_offset, grad_mask, grad_weight)``.
+    geometry: ConvGeometry,
+    needed: NeededGrads,
+) -> Grads:
+    """Backward kernel (the contract of :mod:`deformconv.ops.deform_conv2d.contract`).
 
-    Args:
-        grad_output (Tensor[N, C_out, Ho, Wo]): gradient of the forward's output.
-        batch_chunk: images per column buffer; used only by the deterministic input gradient.
-
-    Returns:
-        Gradients with the shapes (contiguous) and dtype of input, offset, mask and weight; an
-        empty tensor for one not asked for (and for the mask gradient when ``mask`` is None).
+    ``geometry.batch_chunk`` bounds the column buffer of the deterministic input gradient.
+    Gradients have the shapes (contiguous) and dtypes of input, offset, mask and weight; None
+    for one not asked for.
     """
-    shape = conv_shape(input, offset, weight)
-    conv = (stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1])
-    empty = input.new_empty(0)
+    shape = geometry
+    conv = (*shape.stride, *shape.padding, *shape.dilation)
+    need_input, need_offset_mask, need_weight = needed
+    batch_chunk = shape.batch_chunk
     with on_device(input.device):
         source = channels_last(input)
         grad_input = grad_offset = grad_mask = grad_weight = None
@@ -224,9 +277,9 @@ def deform_conv2d_backward(
             )
         if need_weight:
             grad_weight = _weight_grad(grad_output, source, offset, mask, weight, shape, conv)
-    return (
-        empty if grad_input is None else grad_input.to(input.dtype).contiguous(),
-        empty if grad_offset is None else grad_offset,
-        empty if grad_mask is None else grad_mask,
-        empty if grad_weight is None else grad_weight.to(weight.dtype),
+    return Grads(
+        None if grad_input is None else grad_input.to(input.dtype).contiguous(),
+        grad_offset,
+        grad_mask,
+        None if grad_weight is None else grad_weight.to(weight.dtype),
     )

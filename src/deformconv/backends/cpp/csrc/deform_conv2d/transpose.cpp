@@ -8,7 +8,7 @@
 #include <algorithm>
 
 #include "kernels.h"
-#include "vectorize.h"
+#include "../vectorize.h"
 
 namespace deformconv {
 

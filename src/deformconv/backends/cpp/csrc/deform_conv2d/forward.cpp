@@ -16,7 +16,7 @@ void depthwise_chunk(const Chunk& data, const Geometry& g, const at::Tensor& wei
                      const std::optional<at::Tensor>& bias, int64_t count, at::Tensor& rows,
                      const at::Tensor& output) {
   AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "deform_conv2d_depthwise", [&] {
-    RECORD_FUNCTION("deformconv_cpu::depthwise_forward", std::vector<c10::IValue>());
+    RECORD_FUNCTION("deformconv_cpp::depthwise_forward", std::vector<c10::IValue>());
     depthwise_forward<scalar_t>(data.input.const_data_ptr<scalar_t>(), data.offset.const_data_ptr<scalar_t>(),
                                 data.mask_data<scalar_t>(), weight_t.const_data_ptr<scalar_t>(), g, count,
                                 rows.mutable_data_ptr<scalar_t>());
@@ -40,7 +40,7 @@ void columns_chunk(const Chunk& data, const Geometry& g, const at::Tensor& weigh
     const int64_t last = std::min(rows, first + tile), length = last - first;
     at::Tensor cols = columns.narrow(0, 0, length * g.channels * g.kernel_points);
     AT_DISPATCH_FLOATING_TYPES(columns.scalar_type(), "deform_conv2d_forward", [&] {
-      RECORD_FUNCTION("deformconv_cpu::sample_columns", std::vector<c10::IValue>());
+      RECORD_FUNCTION("deformconv_cpp::sample_columns", std::vector<c10::IValue>());
       sample_columns<scalar_t>(data.input.const_data_ptr<scalar_t>(), data.offset.const_data_ptr<scalar_t>(),
                                data.mask_data<scalar_t>(), g, first, last, cols.mutable_data_ptr<scalar_t>());
     });
