@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deformconv-installed
 CSRC := $(shell find src/deformconv/backends/cpp/csrc -name "*.cpp" -o -name "*.h")
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint format check-ext demo bench clean
 
 setup: $(STAMP)
 
@@ -19,14 +19,29 @@ $(STAMP): requirements-dev.txt pyproject.toml setup.py $(CSRC)
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
+LINTED := src tests benchmarks examples
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format $(LINTED)
+	$(VENV)/bin/ruff check --fix $(LINTED)
+
+# The C++ backend must be the one that runs on CPU: a build that silently fell back to the
+# reference would otherwise pass the suite with the C++ kernels untested.
+check-ext: $(STAMP)
+	$(PY) -c "import sys, deformconv; s = deformconv.backends().get('cpp', {}); \
+	sys.exit(0 if s.get('available') else 'the C++ backend did not load: ' + str(s.get('reason')))"
 
 # The Triton kernels run in Triton's CPU interpreter, which must be chosen before Triton is first
-# imported: their tests run in a process of their own (tests/conftest.py leaves them out otherwise).
-test: lint
-	$(VENV)/bin/python -m pytest -q
-	TRITON_INTERPRET=1 $(VENV)/bin/python -m pytest -q tests/test_triton_kernels.py
+# imported: the conformance suite and the Triton-only tests run again in a process of their own
+# (tests/conftest.py leaves tests/test_triton_*.py out otherwise). pytest exits non-zero when a
+# run collects no test.
+test: lint check-ext
+	$(PY) -m pytest -q
+	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/test_conformance.py $(wildcard tests/test_triton_*.py)
 
 demo: $(STAMP)
 	$(VENV)/bin/deformconv demo $(ARGS)

@@ -51,3 +51,16 @@ def backend_params(op: str, device_type: str = "cpu") -> list:
 def default_backend(op: str, device_type: str = "cpu") -> str:
     """The backend that runs ``op`` on ``device_type`` when none is forced."""
     return default_kernel(op, device_type).backend
+
+
+def forward_and_grads(fn, tensors: dict[str, torch.Tensor], params: dict, grad_seed: int = 1):
+    """``fn(**tensors, **params)`` and the gradient of every tensor argument for a random upstream gradient.
+
+    Returns:
+        ``(output, {name: gradient})``, detached; an unused input's gradient is zeros.
+    """
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in tensors.items()}
+    out = fn(**leaves, **params)
+    upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(grad_seed), dtype=torch.float64)
+    grads = torch.autograd.grad(out, list(leaves.values()), upstream.to(out.dtype), allow_unused=True)
+    return out.detach(), {k: torch.zeros_like(v) if g is None else g for (k, v), g in zip(leaves.items(), grads)}

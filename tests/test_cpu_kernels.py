@@ -1,8 +1,8 @@
-"""The C++ CPU kernels ("cpp" backend) against the reference kernels and the naive oracle.
+"""What only the C++ CPU kernels ("cpp" backend) have: row tiles, threads, the fallback.
 
-Forward and every gradient over a grid of geometries and all four dtypes; the depthwise path
-and channel blocks wider than one work item; bitwise determinism; 1 vs 2 threads; the
-fallback when the extension is disabled, and the errors of the C++ operators themselves.
+Everything every backend must do (oracle grid, dtypes, gradients, determinism, layouts) is in
+test_conformance.py; here: tiles of the column buffer that end inside or span images, 1 vs 2
+threads, the operators' own guards, and what happens without the extension.
 """
 
 from __future__ import annotations
@@ -15,82 +15,24 @@ import pytest
 import torch
 
 import deformconv
-from cases import BASE, GRID, Case, case_id
-from oracle import deform_conv2d_oracle
+from cases import BASE, Case, case_id
+from helpers import assert_close_to_scale, forward_and_grads
 
 requires_cpp = pytest.mark.skipif(
     not deformconv.backends()["cpp"]["available"],
     reason=f"cpp backend unavailable: {deformconv.backends()['cpp'].get('reason')}",
 )
 
-# Geometries that the shared grid does not reach: the depthwise path (one input and one output
-# channel per group), a channel multiplier, convolution groups that straddle offset groups,
-# and more channels than one work item of the input gradient (64).
-EXTRA = [
-    Case(in_channels=8, out_channels=8, groups=8, offset_groups=2),
-    Case(batch=3, in_channels=72, out_channels=72, groups=72, size=(5, 6), stride=(2, 1), dilation=(1, 2)),
-    Case(in_channels=4, out_channels=8, groups=4, offset_groups=4, modulated=False),
-    Case(batch=1, in_channels=8, out_channels=6, size=(5, 6), groups=2, offset_groups=4),
-    Case(batch=1, in_channels=12, out_channels=4, groups=2, offset_groups=3, size=(5, 5)),
-    Case(batch=2, in_channels=72, out_channels=8, size=(5, 6), offset_groups=1),
-    Case(
-        batch=2, in_channels=144, out_channels=8, size=(4, 5), groups=2, offset_groups=2, kernel=(1, 1), padding=(0, 0)
-    ),
-]
 
-DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-
-# Largest difference allowed, relative to the largest magnitude of the reference result. Both
-# backends accumulate float16/bfloat16 in float32; what differs is the order of the sums and
-# the final rounding.
-TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
-
-
-def _forward_and_grads(backend: str, tensors: dict, params: dict):
-    """Output and the gradients of every tensor argument, on the given backend."""
-    leaves = {k: v.detach().clone().requires_grad_() for k, v in tensors.items()}
+def _on(backend: str, case: Case, dtype=torch.float64):
     with deformconv.use_backend(backend):
-        out = deformconv.deform_conv2d(**leaves, **params)
-        grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-        grads = torch.autograd.grad(out, list(leaves.values()), grad.to(out.dtype))
-    return [out.detach(), *grads]
+        return forward_and_grads(deformconv.deform_conv2d, case.tensors(dtype=dtype), case.params())
 
 
-def _assert_matches(actual: list[torch.Tensor], expected: list[torch.Tensor], tolerance: float, names):
-    for got, want, name in zip(actual, expected, names):
-        assert got.shape == want.shape and got.dtype == want.dtype, name
-        if want.numel() == 0:
-            continue
-        scale = want.double().abs().max().clamp_min(1.0)
-        error = float((got.double() - want.double()).abs().max() / scale)
-        assert error <= tolerance, f"{name}: relative error {error:.2e} > {tolerance:.0e}"
-
-
-@requires_cpp
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", GRID + EXTRA, ids=case_id)
-def test_matches_reference(case: Case, dtype: torch.dtype):
-    tensors, params = case.tensors(dtype=dtype), case.params()
-    names = ["output", *(f"grad_{k}" for k in tensors)]
-    _assert_matches(
-        _forward_and_grads("cpp", tensors, params),
-        _forward_and_grads("reference", tensors, params),
-        TOLERANCE[dtype],
-        names,
-    )
-
-
-@requires_cpp
-@pytest.mark.parametrize("case", EXTRA[:4], ids=case_id)
-def test_matches_oracle(case: Case):
-    case = case.vary(batch=min(case.batch, 2), size=(4, 5))
-    tensors, params = case.tensors(), case.params()
-    names = ["output", *(f"grad_{k}" for k in tensors)]
-    leaves = {k: v.clone().requires_grad_() for k, v in tensors.items()}
-    out = deform_conv2d_oracle(**leaves, **params)
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    expected = [out.detach(), *torch.autograd.grad(out, list(leaves.values()), grad)]
-    _assert_matches(_forward_and_grads("cpp", tensors, params), expected, 1e-10, names)
+def _assert_matches(got, want, tolerance: float) -> None:
+    assert_close_to_scale(got[0], want[0], tolerance, "output")
+    for name in want[1]:
+        assert_close_to_scale(got[1][name], want[1][name], tolerance, name)
 
 
 # The columns are sampled and multiplied in tiles of about 8 MiB of rows (1820 rows here, in
@@ -104,90 +46,28 @@ TILED_CASES = [
 @requires_cpp
 @pytest.mark.parametrize("case", TILED_CASES, ids=case_id)
 def test_row_tiles_match_reference(case: Case):
-    tensors, params = case.tensors(), case.params()
-    names = ["output", *(f"grad_{k}" for k in tensors)]
-    _assert_matches(
-        _forward_and_grads("cpp", tensors, params), _forward_and_grads("reference", tensors, params), 1e-12, names
-    )
+    _assert_matches(_on("cpp", case), _on("reference", case), 1e-12)
 
 
 # Large enough for several work items per kernel (rows, channel blocks, images).
-DETERMINISM_CASES = [
+THREAD_CASES = [
     Case(batch=3, in_channels=80, out_channels=16, size=(9, 11), offset_groups=2, offset_scale=3.0),
     Case(batch=3, in_channels=80, out_channels=80, size=(9, 11), groups=80, offset_groups=4, offset_scale=3.0),
 ]
 
 
 @requires_cpp
-@pytest.mark.parametrize("case", DETERMINISM_CASES, ids=case_id)
-def test_bitwise_deterministic(case: Case):
-    tensors, params = case.tensors(dtype=torch.float32), case.params()
-    first = _forward_and_grads("cpp", tensors, params)
-    second = _forward_and_grads("cpp", tensors, params)
-    for a, b in zip(first, second):
-        assert torch.equal(a, b)
-
-
-@requires_cpp
-@pytest.mark.parametrize("case", DETERMINISM_CASES, ids=case_id)
+@pytest.mark.parametrize("case", THREAD_CASES, ids=case_id)
 def test_one_and_two_threads_agree(case: Case):
-    tensors, params = case.tensors(dtype=torch.float32), case.params()
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        single = _forward_and_grads("cpp", tensors, params)
+        single = _on("cpp", case, torch.float32)
         torch.set_num_threads(2)
-        double = _forward_and_grads("cpp", tensors, params)
+        double = _on("cpp", case, torch.float32)
     finally:
         torch.set_num_threads(previous)
-    _assert_matches(double, single, 1e-5, range(len(single)))
-
-
-@requires_cpp
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_channels_last_and_non_contiguous_inputs(dtype):
-    case = BASE.vary(in_channels=8, out_channels=8, offset_groups=2)
-    tensors, params = case.tensors(dtype=dtype), case.params()
-    expected = _forward_and_grads("cpp", tensors, params)
-    channels_last = {
-        k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in tensors.items()
-    }
-    strided = {k: v.transpose(-1, -2).contiguous().transpose(-1, -2) if v.dim() == 4 else v for k, v in tensors.items()}
-    for variant in (channels_last, strided):
-        got = _forward_and_grads("cpp", variant, params)
-        assert got[0].is_contiguous()
-        _assert_matches(got, expected, 0.0, range(len(got)))
-
-
-@requires_cpp
-@pytest.mark.parametrize("groups", [1, 4])
-def test_non_finite_offsets_read_zero(groups):
-    case = BASE.vary(in_channels=4, out_channels=4, groups=groups, bias=False)
-    tensors, params = case.tensors(), case.params()
-    tensors["offset"][0, 0, 1, 1] = float("nan")
-    tensors["offset"][1, 3, 2, 2] = float("inf")
-    tensors["offset"][1, 4, 0, 0] = -float("inf")
-    names = ["output", *(f"grad_{k}" for k in tensors)]
-    got = _forward_and_grads("cpp", tensors, params)
-    assert all(torch.isfinite(t).all() for t in got[:2])
-    _assert_matches(got, _forward_and_grads("reference", tensors, params), 1e-12, names)
-
-
-@requires_cpp
-def test_only_requested_gradients_are_returned():
-    case = BASE
-    t = case.tensors()
-    args = (t["input"], t["offset"], t["mask"], t["weight"], [1, 1], [1, 1], [1, 1], 1)
-    grad = torch.ones(case.batch, case.out_channels, *case.out_size, dtype=torch.float64)
-    full = torch.ops.deformconv_cpp.deform_conv2d_backward(grad, *args, True, True, True)
-    for need in ((True, False, False), (False, True, False), (False, False, True)):
-        partial = torch.ops.deformconv_cpp.deform_conv2d_backward(grad, *args, *need)
-        wanted = [need[0], need[1], need[1], need[2]]
-        for got, want, needed in zip(partial, full, wanted):
-            if needed:
-                torch.testing.assert_close(got, want, rtol=0, atol=0)
-            else:
-                assert got.numel() == 0
+    _assert_matches(double, single, 1e-5)
 
 
 @requires_cpp

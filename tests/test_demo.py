@@ -162,7 +162,8 @@ def test_quick_demo_end_to_end(tmp_path, capsys):
     from deformconv.cli import main
 
     out = tmp_path / "report"
-    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    # One epoch is enough to check the whole pipeline and report; `--quick` alone takes 4.
+    assert main(["demo", "--quick", "--epochs", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     for text in ("wide plain", "deformable", "in range (%)", "rotated (%)", "gain over plain", "sampling spread"):
         assert text in printed

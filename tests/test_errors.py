@@ -97,12 +97,20 @@ def test_the_op_itself_validates_when_called_directly():
         torch.ops.deformconv.deform_conv2d(
             t["input"], t["offset"][:, :, :3], t["mask"], t["weight"], None, [1, 1], [1, 1], [1, 1], 1
         )
-    with pytest.raises(ValueError, match=r"batch_chunk must be >= 1, got 0"):
+    with pytest.raises(ValueError, match=r"batch_chunk must be >= 0 \(0: from the im2col budget\), got -1"):
         torch.ops.deformconv.deform_conv2d(
-            t["input"], t["offset"], t["mask"], t["weight"], None, [1, 1], [1, 1], [1, 1], 0
+            t["input"], t["offset"], t["mask"], t["weight"], None, [1, 1], [1, 1], [1, 1], -1
+        )
+    upstream = torch.zeros(2, 4, 6, 6)
+    with pytest.raises(ValueError, match=r"grad_output must have shape \[N, C_out, H_out, W_out\] = \[2, 4, 6, 7\]"):
+        torch.ops.deformconv.deform_conv2d_backward(
+            upstream, t["input"], t["offset"], t["mask"], t["weight"], [1, 1], [1, 1], [1, 1], 1, True, True, True
         )
 
 
 def test_budget_must_be_positive():
     with pytest.raises(ValueError, match=r"num_bytes must be a positive int, got 0"):
         deformconv.set_im2col_budget(0)
+    with pytest.raises(ValueError, match=r"num_bytes must be a positive int, got 1.5"):
+        with deformconv.im2col_budget(1.5):
+            pass

@@ -249,10 +249,12 @@ def test_gradients_reach_conv_offset_on_real_images(pack):
     offset_channels = 2 * 9
     grad = layer.conv_offset.weight.grad
     assert grad is not None
-    assert grad[:offset_channels].abs().sum() > 0, "no gradient reached the offset channels"
-    assert layer.conv_offset.bias.grad[:offset_channels].abs().sum() > 0
+    # Far above rounding residue: a real fraction of the convolution weight's gradient.
+    scale = layer.weight.grad.abs().max()
+    assert grad[:offset_channels].abs().max() > 1e-3 * scale, "no gradient reached the offset channels"
+    assert layer.conv_offset.bias.grad[:offset_channels].abs().max() > 1e-3 * scale
     if pack is ModulatedDeformConv2dPack:
-        assert grad[offset_channels:].abs().sum() > 0, "no gradient reached the mask channels"
+        assert grad[offset_channels:].abs().max() > 1e-3 * scale, "no gradient reached the mask channels"
 
 
 def test_reset_parameters_zeroes_conv_offset_again():

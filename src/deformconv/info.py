@@ -33,7 +33,10 @@ def run(args: argparse.Namespace) -> int:
     for name, state in report["backends"].items():
         if state["available"]:
             default = ", ".join(state["default_for"]) or "-"
-            print(f"  {name:<10} available on {', '.join(state['devices'])}; default for: {default}")
+            print(
+                f"  {name:<10} available on {', '.join(state['devices'])}; default for: {default}; "
+                f"operators: {', '.join(state['ops'])}"
+            )
         else:
             print(f"  {name:<10} unavailable: {state['reason']}")
     return 0

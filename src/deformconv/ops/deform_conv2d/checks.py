@@ -42,9 +42,28 @@ def _require(condition: object, error: type[Exception], message: str) -> None:
     torch._check_with(error, condition, lambda: message)
 
 
-def _check_tensor(tensor: object, name: str, ndim: int, layout: str) -> Tensor:
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"{name} must be a Tensor{layout}, got {type(tensor).__name__}")
+def check_types(**tensors: object) -> None:
+    """Raises TypeError naming the first argument that is neither a Tensor nor None.
+
+    The public function calls this before the op: the dispatcher would otherwise reject a
+    non-tensor with a message about the op's schema rather than the argument.
+    """
+    for name, tensor in tensors.items():
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"{name} must be a Tensor{LAYOUTS[name]}, got {type(tensor).__name__}")
+
+
+LAYOUTS = {
+    "input": "[N, C_in, H, W]",
+    "weight": "[C_out, C_in/groups, kh, kw]",
+    "offset": "[N, 2*offset_groups*kh*kw, H_out, W_out]",
+    "mask": "[N, offset_groups*kh*kw, H_out, W_out]",
+    "bias": "[C_out]",
+}
+
+
+def _check_tensor(tensor: Tensor, name: str, ndim: int) -> Tensor:
+    layout = LAYOUTS[name]
     if tensor.dim() != ndim:
         raise ValueError(f"{name} must be a {ndim}-d Tensor{layout}, got shape {tuple(tensor.shape)}")
     return tensor
@@ -67,13 +86,13 @@ def check_args(
         ValueError: shapes, channel counts or hyper-parameters are inconsistent.
         RuntimeError: tensors live on different devices.
     """
-    _check_tensor(input, "input", 4, "[N, C_in, H, W]")
-    _check_tensor(weight, "weight", 4, "[C_out, C_in/groups, kh, kw]")
-    _check_tensor(offset, "offset", 4, "[N, 2*offset_groups*kh*kw, H_out, W_out]")
+    _check_tensor(input, "input", 4)
+    _check_tensor(weight, "weight", 4)
+    _check_tensor(offset, "offset", 4)
     if mask is not None:
-        _check_tensor(mask, "mask", 4, "[N, offset_groups*kh*kw, H_out, W_out]")
+        _check_tensor(mask, "mask", 4)
     if bias is not None:
-        _check_tensor(bias, "bias", 1, "[C_out]")
+        _check_tensor(bias, "bias", 1)
 
     if input.dtype not in FLOAT_DTYPES:
         raise TypeError(f"input must be float64, float32, float16 or bfloat16, got {input.dtype}")
