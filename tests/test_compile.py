@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import deformconv
@@ -32,3 +33,17 @@ def test_compile_with_inductor():
     torch.testing.assert_close(
         compiled(**tensors, **case.params()), deformconv.deform_conv2d(**tensors, **case.params())
     )
+
+
+def test_dynamic_shapes_trace_once_and_the_fake_kernel_validates():
+    def layer(input, offset, weight, mask):
+        return deformconv.deform_conv2d(input, offset, weight, padding=1, mask=mask)
+
+    compiled = torch.compile(layer, fullgraph=True, dynamic=True, backend="aot_eager")
+    for batch, size in ((2, (6, 7)), (3, (9, 5))):
+        tensors = BASE.vary(batch=batch, size=size, bias=False).tensors(dtype=torch.float32)
+        torch.testing.assert_close(compiled(**tensors), layer(**tensors))
+    bad = BASE.vary(bias=False).tensors(dtype=torch.float32)
+    bad["offset"] = bad["offset"][:, :, :5]
+    with pytest.raises(Exception, match=r"offset must have shape \[N, 2\*offset_groups\*kh\*kw, H_out, W_out\]"):
+        compiled(**bad)

@@ -25,6 +25,7 @@ from torch import Tensor
 
 import deformconv
 from deformconv.measure import interleaved_medians, peak_extra_mb
+from deformconv.ops.deform_conv2d.geometry import output_size
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class Shape:
 
     @property
     def out_size(self) -> tuple[int, int]:
-        return tuple((s + 2 - 3) // self.stride + 1 for s in self.size)  # type: ignore[return-value]
+        stride = (self.stride, self.stride)
+        return output_size(self.size, (3, 3), stride, (1, 1), (1, 1))
 
 
 SHAPES = {

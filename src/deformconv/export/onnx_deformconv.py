@@ -45,7 +45,7 @@ def deform_conv2d_to_deformconv(
     Returns:
         Value[N, C_out, H_out, W_out].
     """
-    geometry = conv_geometry(input, offset, weight)
+    geometry = conv_geometry(input, offset, weight, stride, padding, dilation)
     return op.DeformConv(
         input,
         weight,

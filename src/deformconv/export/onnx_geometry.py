@@ -1,4 +1,4 @@
-"""What the ONNX exporter knows of a ``deform_conv2d`` call: tensor types and static geometry.
+"""What the ONNX exporter knows of a ``deform_conv2d`` call: tensor types and its geometry.
 
 The exporter hands a translation function symbolic values whose shapes may hold symbolic
 dimensions (a dynamic batch or image size). Channel counts and the kernel size must be static:
@@ -7,10 +7,13 @@ they become ONNX attributes or fixed reshape sizes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TypeVar
 
+import torch
 from onnxscript import BFLOAT16, DOUBLE, FLOAT, FLOAT16, ir
+
+from deformconv.ops.deform_conv2d.geometry import ConvGeometry
 
 # The tensor types a translation accepts; the exporter reads the translation's signature from
 # these annotations.
@@ -32,46 +35,41 @@ def static_dim(value: ir.Value, axis: int, name: str) -> int:
     return dim
 
 
-@dataclass(frozen=True)
-class ConvGeometry:
-    """Channel counts and kernel size of one ``deform_conv2d`` call.
-
-    Attributes:
-        in_channels: ``C_in`` of ``input``.
-        out_channels: ``C_out`` of ``weight``.
-        groups: convolution groups, ``C_in / weight.shape[1]``.
-        offset_groups: ``offset.shape[1] / (2*kh*kw)``.
-        kernel: ``(kh, kw)``.
-    """
-
-    in_channels: int
-    out_channels: int
-    groups: int
-    offset_groups: int
-    kernel: tuple[int, int]
-
-    @property
-    def kernel_points(self) -> int:
-        return self.kernel[0] * self.kernel[1]
+# dtypes of the values a translation receives, as torch dtypes.
+TORCH_DTYPES = {
+    ir.DataType.FLOAT16: torch.float16,
+    ir.DataType.BFLOAT16: torch.bfloat16,
+    ir.DataType.FLOAT: torch.float32,
+    ir.DataType.DOUBLE: torch.float64,
+}
 
 
-def conv_geometry(input: ir.Value, offset: ir.Value, weight: ir.Value) -> ConvGeometry:
-    """Reads the geometry from the static shapes of the op's tensors.
+def conv_geometry(
+    input: ir.Value,
+    offset: ir.Value,
+    weight: ir.Value,
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+) -> ConvGeometry:
+    """The geometry of a call, read from the shapes of the op's values.
+
+    Batch and spatial sizes may be symbolic; channel counts and the kernel size must be static.
 
     Args:
         input (Value[N, C_in, H, W]): input feature map.
         offset (Value[N, 2*G*kh*kw, H_out, W_out]): sampling offsets.
         weight (Value[C_out, C_in/groups, kh, kw]): convolution weight.
+        stride, padding, dilation: (h, w) pairs.
     """
-    in_channels = static_dim(input, 1, "input channel count")
-    out_channels = static_dim(weight, 0, "weight output channel count")
-    in_per_group = static_dim(weight, 1, "weight input channel count")
-    kernel = (static_dim(weight, 2, "kernel height"), static_dim(weight, 3, "kernel width"))
-    offset_channels = static_dim(offset, 1, "offset channel count")
-    return ConvGeometry(
-        in_channels=in_channels,
-        out_channels=out_channels,
-        groups=in_channels // in_per_group,
-        offset_groups=offset_channels // (2 * kernel[0] * kernel[1]),
-        kernel=kernel,
+    input_shape = [input.shape[0], static_dim(input, 1, "input channel count"), *input.shape[2:]]
+    offset_shape = [offset.shape[0], static_dim(offset, 1, "offset channel count"), *offset.shape[2:]]
+    weight_shape = [
+        static_dim(weight, 0, "weight output channel count"),
+        static_dim(weight, 1, "weight input channel count"),
+        static_dim(weight, 2, "kernel height"),
+        static_dim(weight, 3, "kernel width"),
+    ]
+    return ConvGeometry.from_shapes(
+        input_shape, offset_shape, weight_shape, stride, padding, dilation, TORCH_DTYPES[input.dtype]
     )

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from onnxscript import ir
 from onnxscript import opset18 as op
 
-from deformconv.export.onnx_geometry import ConvGeometry, TFloat, conv_geometry
+from deformconv.export.onnx_geometry import TFloat, conv_geometry
+from deformconv.ops.deform_conv2d.geometry import ConvGeometry
 
 _HALF_TYPES = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
 
@@ -112,7 +113,7 @@ def deform_conv2d_to_gridsample(
     Returns:
         Value[N, C_out, H_out, W_out], in the dtype of ``input``.
     """
-    geometry = conv_geometry(input, offset, weight)
+    geometry = conv_geometry(input, offset, weight, stride, padding, dilation)
     out_type = input.dtype
     if out_type in _HALF_TYPES:
         float32 = ir.DataType.FLOAT

@@ -74,21 +74,42 @@ class ConvGeometry:
         batch_chunk: int = 1,
     ) -> ConvGeometry:
         """Reads the geometry off tensors whose shapes are already known to be consistent."""
-        batch, in_channels, height, width = input.shape
-        out_channels, in_per_group, kh, kw = weight.shape
+        return cls.from_shapes(
+            input.shape, offset.shape, weight.shape, stride, padding, dilation, input.dtype, batch_chunk
+        )
+
+    @classmethod
+    def from_shapes(
+        cls,
+        input_shape: Sequence,
+        offset_shape: Sequence,
+        weight_shape: Sequence[int],
+        stride: Sequence[int],
+        padding: Sequence[int],
+        dilation: Sequence[int],
+        dtype: torch.dtype,
+        batch_chunk: int = 1,
+    ) -> ConvGeometry:
+        """The geometry of arguments with these shapes.
+
+        The ONNX exporter passes shapes whose batch and spatial sizes may be symbolic; channel
+        counts and the kernel size are always static.
+        """
+        batch, in_channels, height, width = input_shape
+        out_channels, in_per_group, kh, kw = weight_shape
         return cls(
             batch=batch,
             in_channels=in_channels,
             in_size=(height, width),
             out_channels=out_channels,
             groups=in_channels // in_per_group,
-            offset_groups=offset.shape[1] // (2 * kh * kw),
+            offset_groups=offset_shape[1] // (2 * kh * kw),
             kernel=(kh, kw),
             stride=(stride[0], stride[1]),
             padding=(padding[0], padding[1]),
             dilation=(dilation[0], dilation[1]),
-            out_size=(offset.shape[2], offset.shape[3]),
-            dtype=input.dtype,
+            out_size=(offset_shape[2], offset_shape[3]),
+            dtype=dtype,
             batch_chunk=batch_chunk,
         )
 
