@@ -26,8 +26,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-# Dispatch key of autocast for each device type that deformconv runs on.
-AUTOCAST_KEYS = {"cpu": "AutocastCPU", "cuda": "AutocastCUDA"}
+
+def _autocast_keys() -> dict[str, str]:
+    """``{device type: autocast dispatch key}`` for every device type torch has autocast for."""
+    keys = {}
+    for key in dir(torch._C.DispatchKey):
+        device_type = key.removeprefix("Autocast").lower()
+        if key.startswith("Autocast") and device_type != "privateuse1" and torch.amp.is_autocast_available(device_type):
+            keys[device_type] = key
+    return keys
+
+
+AUTOCAST_KEYS = _autocast_keys()
 
 _library = torch.library.Library("deformconv", "IMPL")
 
