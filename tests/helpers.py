@@ -18,8 +18,10 @@ TOLERANCE = {
 }
 
 
-def assert_close_to_scale(got: torch.Tensor, want: torch.Tensor, tolerance: float, name: str = "") -> None:
-    """``max |got - want| <= tolerance * max(1, max |want|)``: relative to the scale of the values.
+def assert_close_to_scale(
+    got: torch.Tensor, want: torch.Tensor, tolerance: float, name: str = "", min_scale: float = 1.0
+) -> None:
+    """``max |got - want| <= tolerance * max(min_scale, max |want|)``: relative to the scale of the values.
 
     A relative test element by element fails on values that cancel to nearly zero; an absolute
     one ignores the magnitude. Comparing to the largest expected value does neither.
@@ -29,7 +31,7 @@ def assert_close_to_scale(got: torch.Tensor, want: torch.Tensor, tolerance: floa
     assert torch.isfinite(got64).all() == torch.isfinite(want64).all(), f"{name}: non-finite values differ"
     if want64.numel() == 0:
         return
-    scale = max(1.0, want64.abs().max().item())
+    scale = max(min_scale, want64.abs().max().item())
     error = (got64 - want64).abs().max().item()
     assert error <= tolerance * scale, f"{name}: max error {error:.3g} > {tolerance:.1g} x scale {scale:.3g}"
 

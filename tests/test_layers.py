@@ -21,6 +21,7 @@ from deformconv.nn import (
     offset_param_groups,
     offset_parameters,
 )
+from deploy_helpers import randomize_offsets
 from oracle import deform_conv2d_oracle
 
 PACKS = [DeformConv2dPack, ModulatedDeformConv2dPack]
@@ -38,14 +39,6 @@ def digits(n: int = 4, size: int = 12) -> torch.Tensor:
     """Real images: scikit-learn's 8x8 digits, upsampled, Tensor[n, 1, size, size]."""
     images = torch.tensor(load_digits().images[:n], dtype=torch.float32).unsqueeze(1) / 16
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def random_offset_conv(layer: nn.Module, scale: float = 0.3) -> None:
-    """Gives ``conv_offset`` random weights so that offsets and mask are not trivial."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        layer.conv_offset.weight.normal_(0, scale)
-        layer.conv_offset.bias.normal_(0, scale)
 
 
 @pytest.mark.parametrize("geometry", GEOMETRIES)
@@ -152,7 +145,7 @@ def test_sigmoid_mask_activation_starts_at_one_half():
 @pytest.mark.parametrize("activation, scale", [("sigmoid", 1.0), ("2sigmoid", 2.0)])
 def test_modulated_pack_splits_conv_offset_like_mmcv(activation, scale):
     layer = ModulatedDeformConv2dPack(4, 6, 3, padding=1, offset_groups=2, mask_activation=activation)
-    random_offset_conv(layer)
+    randomize_offsets(layer, seed=1)
     x = torch.randn(2, 4, 7, 7)
     raw = layer.conv_offset(x)
     o1, o2, logits = torch.chunk(raw, 3, dim=1)  # mmcv's ModulatedDeformConv2dPack.forward
@@ -166,7 +159,7 @@ def test_modulated_pack_splits_conv_offset_like_mmcv(activation, scale):
 
 def test_v1_pack_uses_conv_offset_output_as_offsets():
     layer = DeformConv2dPack(4, 6, 3, stride=2, padding=1, offset_groups=2)
-    random_offset_conv(layer)
+    randomize_offsets(layer, seed=1)
     x = torch.randn(2, 4, 7, 7)
     offset = layer.conv_offset(x)
     expected = deform_conv2d(x, offset, layer.weight, None, stride=2, padding=1)
@@ -259,7 +252,7 @@ def test_gradients_reach_conv_offset_on_real_images(pack):
 
 def test_reset_parameters_zeroes_conv_offset_again():
     layer = ModulatedDeformConv2dPack(4, 4, 3)
-    random_offset_conv(layer)
+    randomize_offsets(layer, seed=1)
     layer.reset_parameters()
     assert torch.count_nonzero(layer.conv_offset.weight) == 0
     assert torch.count_nonzero(layer.conv_offset.bias) == 0
@@ -269,7 +262,7 @@ def test_reset_parameters_zeroes_conv_offset_again():
 def test_channels_last_and_non_contiguous_inputs():
     torch.manual_seed(0)
     layer = ModulatedDeformConv2dPack(4, 6, 3, padding=1)
-    random_offset_conv(layer, scale=0.1)
+    randomize_offsets(layer, pixels=0.5, seed=1)
     x = torch.randn(2, 4, 8, 10)
     expected = layer(x)
     torch.testing.assert_close(layer(x.to(memory_format=torch.channels_last)), expected)
@@ -292,7 +285,7 @@ def test_repr_names_the_hyper_parameters():
 def test_state_dict_round_trip_pickling_and_deepcopy(pack):
     torch.manual_seed(0)
     layer = pack(4, 6, 3, padding=1, offset_groups=2)
-    random_offset_conv(layer)
+    randomize_offsets(layer, seed=1)
     x = torch.randn(1, 4, 6, 6)
     expected = layer(x)
 
