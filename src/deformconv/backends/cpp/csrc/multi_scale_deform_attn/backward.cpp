@@ -43,6 +43,8 @@ void backward(const Sizes& s, const scalar_t* grad_output, const scalar_t* value
                 // d output / d (bilinear weight of this corner) = <grad_out, value at the corner>.
                 const scalar_t* src = level + offset;
                 acc_t dot = 0;
+                // A fixed vector order (set at compile time): the same bits on every run.
+#pragma omp simd reduction(+ : dot)
                 for (int64_t d = 0; d < D; ++d) dot += static_cast<acc_t>(grad_out[d]) * static_cast<acc_t>(src[d]);
                 grad_a += c.weight[corner] * dot;
                 grad_x += c.weight_dx[corner] * dot;
@@ -51,6 +53,7 @@ void backward(const Sizes& s, const scalar_t* grad_output, const scalar_t* value
               if (grad_level != nullptr) {
                 const acc_t w = a * c.weight[corner];
                 acc_t* dst = grad_level + offset;
+#pragma omp simd
                 for (int64_t d = 0; d < D; ++d) dst[d] += w * static_cast<acc_t>(grad_out[d]);
               }
             }

@@ -37,7 +37,9 @@ void forward(const Sizes& s, const scalar_t* value, const int64_t* spatial_shape
               if (!c.valid[corner]) continue;
               const acc_t w = a * c.weight[corner];
               const scalar_t* src = level + c.index[corner] * pixel_stride;
-              for (int64_t d = 0; d < D; ++d) sum[d] += w * static_cast<acc_t>(src[d]);
+              acc_t* acc = sum.data();
+#pragma omp simd
+              for (int64_t d = 0; d < D; ++d) acc[d] += w * static_cast<acc_t>(src[d]);
             }
           }
         }
