@@ -1,5 +1,6 @@
 // Multi-scale deformable attention on CPU: sizes, bilinear corners and the typed kernels.
-// Sources: forward.cpp, backward.cpp (kernels), library.cpp (schemas and dtype dispatch).
+// Sources: forward_impl.h and backward_impl.h (kernels, compiled by forward*.cpp and backward*.cpp),
+// library.cpp (schemas, dtype and instruction-set dispatch).
 // Only PyTorch's stable ABI is used, so one binary serves every torch >= 2.10.
 #pragma once
 
@@ -55,17 +56,27 @@ inline bool corners_of(acc_t loc_x, acc_t loc_y, int64_t height, int64_t width, 
   return true;
 }
 
-// output[n, q, m*D + d] = sum over levels and points of weight * bilinear sample.
-template <typename scalar_t, typename acc_t>
-void forward(const Sizes& s, const scalar_t* value, const int64_t* spatial_shapes, const int64_t* level_start,
-             const scalar_t* locations, const scalar_t* weights, scalar_t* output);
+// The kernels are compiled twice (forward_impl.h and backward_impl.h): for the baseline
+// instruction set (namespace generic) and for AVX2 with FMA (namespace avx2, x86-64 only), which
+// library.cpp picks at run time when the processor has it. Each is deterministic on its own;
+// the two may differ by rounding (FMA, vector width).
+#define DEFORMCONV_MSDA_DECLARE_KERNELS(isa)                                                                      \
+  namespace isa {                                                                                               \
+  /* output[n, q, m*D + d] = sum over levels and points of weight * bilinear sample. */                        \
+  template <typename scalar_t, typename acc_t>                                                                  \
+  void forward(const Sizes& s, const scalar_t* value, const int64_t* spatial_shapes, const int64_t* level_start, \
+               const scalar_t* locations, const scalar_t* weights, scalar_t* output);                          \
+  /* Gradients; a null pointer is a gradient not asked for. grad_value_acc is the accumulation buffer         \
+     [N, S, M, D] (zeroed, in acc_t); grad_value receives it in scalar_t when the two differ (half types). */   \
+  template <typename scalar_t, typename acc_t>                                                                  \
+  void backward(const Sizes& s, const scalar_t* grad_output, const scalar_t* value,                            \
+                const int64_t* spatial_shapes, const int64_t* level_start, const scalar_t* locations,          \
+                const scalar_t* weights, acc_t* grad_value_acc, scalar_t* grad_value, scalar_t* grad_locations, \
+                scalar_t* grad_weights);                                                                        \
+  }
 
-// Gradients; a null pointer is a gradient not asked for. grad_value_acc is the accumulation
-// buffer [N, S, M, D] (zeroed, the accumulation dtype); grad_value receives it in scalar_t
-// when the two differ (half types), and may equal it otherwise.
-template <typename scalar_t, typename acc_t>
-void backward(const Sizes& s, const scalar_t* grad_output, const scalar_t* value, const int64_t* spatial_shapes,
-              const int64_t* level_start, const scalar_t* locations, const scalar_t* weights, acc_t* grad_value_acc,
-              scalar_t* grad_value, scalar_t* grad_locations, scalar_t* grad_weights);
+DEFORMCONV_MSDA_DECLARE_KERNELS(generic)
+DEFORMCONV_MSDA_DECLARE_KERNELS(avx2)
+#undef DEFORMCONV_MSDA_DECLARE_KERNELS
 
 }  // namespace deformconv::msda

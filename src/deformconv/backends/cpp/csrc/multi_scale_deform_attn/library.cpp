@@ -28,6 +28,16 @@ Sizes sizes_of(const Tensor& value, const Tensor& spatial_shapes, const Tensor& 
                locations.size(1), locations.size(3), locations.size(4)};
 }
 
+// AVX2 with FMA when the processor has it (see kernels.h).
+bool use_avx2() {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+  static const bool supported = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return supported;
+#else
+  return false;
+#endif
+}
+
 // Calls fn(scalar_t{}, acc_t{}) for the dtype of value: half types compute in float32.
 template <typename Fn>
 void dispatch(ScalarType dtype, Fn&& fn) {
@@ -52,7 +62,8 @@ Tensor forward_op(Tensor value, Tensor spatial_shapes, Tensor level_start_index,
   dispatch(value.scalar_type(), [&](auto scalar, auto acc) {
     using scalar_t = decltype(scalar);
     using acc_t = decltype(acc);
-    forward<scalar_t, acc_t>(s, value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
+    auto kernel = use_avx2() ? avx2::forward<scalar_t, acc_t> : generic::forward<scalar_t, acc_t>;
+    kernel(s, value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
                              level_start_index.const_data_ptr<int64_t>(),
                              sampling_locations.const_data_ptr<scalar_t>(),
                              attention_weights.const_data_ptr<scalar_t>(), output.mutable_data_ptr<scalar_t>());
@@ -77,7 +88,8 @@ std::tuple<Tensor, Tensor, Tensor> backward_op(Tensor grad_output, Tensor value,
   dispatch(dtype, [&](auto scalar, auto acc) {
     using scalar_t = decltype(scalar);
     using acc_t = decltype(acc);
-    backward<scalar_t, acc_t>(
+    auto kernel = use_avx2() ? avx2::backward<scalar_t, acc_t> : generic::backward<scalar_t, acc_t>;
+    kernel(
         s, grad_output.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
         spatial_shapes.const_data_ptr<int64_t>(), level_start_index.const_data_ptr<int64_t>(),
         sampling_locations.const_data_ptr<scalar_t>(), attention_weights.const_data_ptr<scalar_t>(),
