@@ -56,6 +56,8 @@ CASES = {
     "one-point-odd-channels": Case(((3, 5), (2, 3), (1, 1)), points=1, channels=5, heads=3),
     "wide-spread": Case(((6, 2), (1, 4)), spread=3.0, queries=4),
     "one-pixel-levels": Case(((1, 1), (1, 2)), batch=1, queries=3),
+    # Wider than one channel chunk of the C++ forward (64).
+    "wide-channels": Case(((3, 4), (2, 2)), batch=1, queries=3, heads=2, channels=70, points=2),
 }
 
 
@@ -322,3 +324,12 @@ def test_hypothesis_every_backend_matches_oracle(shapes, batch, queries, heads, 
         assert_close_to_scale(got, want, TOLERANCE[torch.float64], "output")
         for g, w in zip(got_grads, want_grads):
             assert_close_to_scale(g, w, TOLERANCE[torch.float64], "grad")
+
+
+def test_bench_op_msda_prints_a_row_per_implementation(capsys):
+    from deformconv import cli
+
+    argv = ["bench", "--op", "msda", "--msda-shapes", "decoder", "--msda-batch", "1", "--msda-levels", "1"]
+    assert cli.main([*argv, "--warmup", "0", "--repeat", "1", "--no-memory"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| decoder[N=1,L=1] |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["grid_sample", *[p.values[0] for p in BACKENDS]]

@@ -25,32 +25,32 @@ void forward(const Sizes& s, const scalar_t* value, const int64_t* spatial_shape
     for (int64_t row = begin; row < end; ++row) {
       const int64_t n = row / s.queries;
       for (int64_t m = 0; m < M; ++m) {
-       for (int64_t d0 = 0; d0 < D; d0 += kChannelChunk) {
-        const int64_t width_d = D - d0 < kChannelChunk ? D - d0 : kChannelChunk;
-        for (int64_t d = 0; d < width_d; ++d) sum[d] = acc_t(0);
-        for (int64_t l = 0; l < L; ++l) {
-          const int64_t height = spatial_shapes[2 * l], width = spatial_shapes[2 * l + 1];
-          const scalar_t* level = value + ((n * s.num_value + level_start[l]) * M + m) * D + d0;
-          for (int64_t p = 0; p < P; ++p) {
-            const int64_t k = ((row * M + m) * L + l) * P + p;
-            Corners<acc_t> c;
-            if (!corners_of(static_cast<acc_t>(locations[2 * k]), static_cast<acc_t>(locations[2 * k + 1]), height,
-                            width, c)) {
-              continue;
-            }
-            const acc_t a = static_cast<acc_t>(weights[k]);
-            for (int corner = 0; corner < 4; ++corner) {
-              if (!c.valid[corner]) continue;
-              const acc_t w = a * c.weight[corner];
-              const scalar_t* src = level + c.index[corner] * pixel_stride;
+        for (int64_t d0 = 0; d0 < D; d0 += kChannelChunk) {
+          const int64_t width_d = D - d0 < kChannelChunk ? D - d0 : kChannelChunk;
+          for (int64_t d = 0; d < width_d; ++d) sum[d] = acc_t(0);
+          for (int64_t l = 0; l < L; ++l) {
+            const int64_t height = spatial_shapes[2 * l], width = spatial_shapes[2 * l + 1];
+            const scalar_t* level = value + ((n * s.num_value + level_start[l]) * M + m) * D + d0;
+            for (int64_t p = 0; p < P; ++p) {
+              const int64_t k = ((row * M + m) * L + l) * P + p;
+              Corners<acc_t> c;
+              if (!corners_of(static_cast<acc_t>(locations[2 * k]), static_cast<acc_t>(locations[2 * k + 1]), height,
+                              width, c)) {
+                continue;
+              }
+              const acc_t a = static_cast<acc_t>(weights[k]);
+              for (int corner = 0; corner < 4; ++corner) {
+                if (!c.valid[corner]) continue;
+                const acc_t w = a * c.weight[corner];
+                const scalar_t* src = level + c.index[corner] * pixel_stride;
 #pragma omp simd
-              for (int64_t d = 0; d < width_d; ++d) sum[d] += w * static_cast<acc_t>(src[d]);
+                for (int64_t d = 0; d < width_d; ++d) sum[d] += w * static_cast<acc_t>(src[d]);
+              }
             }
           }
+          scalar_t* dst = output + (row * M + m) * D + d0;
+          for (int64_t d = 0; d < width_d; ++d) dst[d] = static_cast<scalar_t>(sum[d]);
         }
-        scalar_t* dst = output + (row * M + m) * D + d0;
-        for (int64_t d = 0; d < width_d; ++d) dst[d] = static_cast<scalar_t>(sum[d]);
-       }
       }
     }
   });

@@ -83,8 +83,10 @@ std::tuple<Tensor, Tensor, Tensor> backward_op(Tensor grad_output, Tensor value,
   Tensor grad_value = need_value ? torch::stable::new_zeros(value, value.sizes()) : empty;
   Tensor grad_value_acc =
       need_value && half ? torch::stable::new_zeros(value, value.sizes(), ScalarType::Float) : grad_value;
-  Tensor grad_locations = need_sampling_locations ? torch::stable::new_empty(sampling_locations, sampling_locations.sizes()) : empty;
-  Tensor grad_weights = need_attention_weights ? torch::stable::new_empty(attention_weights, attention_weights.sizes()) : empty;
+  Tensor grad_locations =
+      need_sampling_locations ? torch::stable::new_empty(sampling_locations, sampling_locations.sizes()) : empty;
+  Tensor grad_weights =
+      need_attention_weights ? torch::stable::new_empty(attention_weights, attention_weights.sizes()) : empty;
   dispatch(dtype, [&](auto scalar, auto acc) {
     using scalar_t = decltype(scalar);
     using acc_t = decltype(acc);
