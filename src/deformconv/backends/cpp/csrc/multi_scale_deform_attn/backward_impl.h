@@ -14,11 +14,11 @@
 
 namespace deformconv::msda::DEFORMCONV_MSDA_ISA {
 
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, int kChannels>
 void backward(const Sizes& s, const scalar_t* grad_output, const scalar_t* value, const int64_t* spatial_shapes,
               const int64_t* level_start, const scalar_t* locations, const scalar_t* weights, acc_t* grad_value_acc,
               scalar_t* grad_value, scalar_t* grad_locations, scalar_t* grad_weights) {
-  const int64_t M = s.heads, D = s.channels, L = s.levels, P = s.points, Lq = s.queries;
+  const int64_t M = s.heads, D = kChannels > 0 ? kChannels : s.channels, L = s.levels, P = s.points, Lq = s.queries;
   const int64_t pixel_stride = M * D;
   const bool need_coordinates = grad_locations != nullptr || grad_weights != nullptr;
   torch::stable::parallel_for(0, s.batch * M * L, 1, [&](int64_t begin, int64_t end) {
@@ -87,14 +87,18 @@ void backward(const Sizes& s, const scalar_t* grad_output, const scalar_t* value
   });
 }
 
-#define DEFORMCONV_MSDA_BACKWARD(scalar_t, acc_t)                                                                 \
-  template void backward<scalar_t, acc_t>(const Sizes&, const scalar_t*, const scalar_t*, const int64_t*,        \
-                                          const int64_t*, const scalar_t*, const scalar_t*, acc_t*, scalar_t*, \
-                                          scalar_t*, scalar_t*);
-DEFORMCONV_MSDA_BACKWARD(float, float)
-DEFORMCONV_MSDA_BACKWARD(double, double)
-DEFORMCONV_MSDA_BACKWARD(c10::Half, float)
-DEFORMCONV_MSDA_BACKWARD(c10::BFloat16, float)
+#define DEFORMCONV_MSDA_BACKWARD(scalar_t, acc_t, channels)                                                 \
+  template void backward<scalar_t, acc_t, channels>(const Sizes&, const scalar_t*, const scalar_t*, const int64_t*, \
+                                                    const int64_t*, const scalar_t*, const scalar_t*, acc_t*,      \
+                                                    scalar_t*, scalar_t*, scalar_t*);
+#define DEFORMCONV_MSDA_BACKWARDS(scalar_t, acc_t) \
+  DEFORMCONV_MSDA_BACKWARD(scalar_t, acc_t, 0)     \
+  DEFORMCONV_MSDA_BACKWARD(scalar_t, acc_t, 32)
+DEFORMCONV_MSDA_BACKWARDS(float, float)
+DEFORMCONV_MSDA_BACKWARDS(double, double)
+DEFORMCONV_MSDA_BACKWARDS(c10::Half, float)
+DEFORMCONV_MSDA_BACKWARDS(c10::BFloat16, float)
+#undef DEFORMCONV_MSDA_BACKWARDS
 #undef DEFORMCONV_MSDA_BACKWARD
 
 }  // namespace deformconv::msda::DEFORMCONV_MSDA_ISA

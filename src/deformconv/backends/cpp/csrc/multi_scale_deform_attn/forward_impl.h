@@ -13,10 +13,11 @@ namespace deformconv::msda::DEFORMCONV_MSDA_ISA {
 // Channels accumulated at once (on the stack); wider heads loop over chunks.
 constexpr int64_t kChannelChunk = 64;
 
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, int kChannels>
 void forward(const Sizes& s, const scalar_t* value, const int64_t* spatial_shapes, const int64_t* level_start,
              const scalar_t* locations, const scalar_t* weights, scalar_t* output) {
-  const int64_t M = s.heads, D = s.channels, L = s.levels, P = s.points;
+  static_assert(kChannels <= kChannelChunk, "fixed channel counts fit one chunk");
+  const int64_t M = s.heads, D = kChannels > 0 ? kChannels : s.channels, L = s.levels, P = s.points;
   const int64_t pixel_stride = M * D;  // between neighbouring pixels of one head's map
   // Rows are cheap to very expensive (L*P*4*D multiply-adds each): small grains balance them.
   torch::stable::parallel_for(0, s.batch * s.queries, 16, [&](int64_t begin, int64_t end) {
@@ -26,7 +27,7 @@ void forward(const Sizes& s, const scalar_t* value, const int64_t* spatial_shape
       const int64_t n = row / s.queries;
       for (int64_t m = 0; m < M; ++m) {
         for (int64_t d0 = 0; d0 < D; d0 += kChannelChunk) {
-          const int64_t width_d = D - d0 < kChannelChunk ? D - d0 : kChannelChunk;
+          const int64_t width_d = kChannels > 0 ? kChannels : (D - d0 < kChannelChunk ? D - d0 : kChannelChunk);
           for (int64_t d = 0; d < width_d; ++d) sum[d] = acc_t(0);
           for (int64_t l = 0; l < L; ++l) {
             const int64_t height = spatial_shapes[2 * l], width = spatial_shapes[2 * l + 1];
@@ -56,13 +57,17 @@ void forward(const Sizes& s, const scalar_t* value, const int64_t* spatial_shape
   });
 }
 
-template void forward<float, float>(const Sizes&, const float*, const int64_t*, const int64_t*, const float*,
-                                    const float*, float*);
-template void forward<double, double>(const Sizes&, const double*, const int64_t*, const int64_t*, const double*,
-                                      const double*, double*);
-template void forward<c10::Half, float>(const Sizes&, const c10::Half*, const int64_t*, const int64_t*,
-                                        const c10::Half*, const c10::Half*, c10::Half*);
-template void forward<c10::BFloat16, float>(const Sizes&, const c10::BFloat16*, const int64_t*, const int64_t*,
-                                            const c10::BFloat16*, const c10::BFloat16*, c10::BFloat16*);
+#define DEFORMCONV_MSDA_FORWARD(scalar_t, acc_t, channels)                                               \
+  template void forward<scalar_t, acc_t, channels>(const Sizes&, const scalar_t*, const int64_t*, const int64_t*, \
+                                                   const scalar_t*, const scalar_t*, scalar_t*);
+#define DEFORMCONV_MSDA_FORWARDS(scalar_t, acc_t) \
+  DEFORMCONV_MSDA_FORWARD(scalar_t, acc_t, 0)     \
+  DEFORMCONV_MSDA_FORWARD(scalar_t, acc_t, 32)
+DEFORMCONV_MSDA_FORWARDS(float, float)
+DEFORMCONV_MSDA_FORWARDS(double, double)
+DEFORMCONV_MSDA_FORWARDS(c10::Half, float)
+DEFORMCONV_MSDA_FORWARDS(c10::BFloat16, float)
+#undef DEFORMCONV_MSDA_FORWARDS
+#undef DEFORMCONV_MSDA_FORWARD
 
 }  // namespace deformconv::msda::DEFORMCONV_MSDA_ISA

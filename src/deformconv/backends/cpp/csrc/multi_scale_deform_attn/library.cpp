@@ -38,6 +38,19 @@ bool use_avx2() {
 #endif
 }
 
+// The kernels for this processor and channel count (see kernels.h).
+template <typename scalar_t, typename acc_t>
+auto forward_kernel(int64_t channels) {
+  if (use_avx2()) return channels == 32 ? avx2::forward<scalar_t, acc_t, 32> : avx2::forward<scalar_t, acc_t, 0>;
+  return channels == 32 ? generic::forward<scalar_t, acc_t, 32> : generic::forward<scalar_t, acc_t, 0>;
+}
+
+template <typename scalar_t, typename acc_t>
+auto backward_kernel(int64_t channels) {
+  if (use_avx2()) return channels == 32 ? avx2::backward<scalar_t, acc_t, 32> : avx2::backward<scalar_t, acc_t, 0>;
+  return channels == 32 ? generic::backward<scalar_t, acc_t, 32> : generic::backward<scalar_t, acc_t, 0>;
+}
+
 // Calls fn(scalar_t{}, acc_t{}) for the dtype of value: half types compute in float32.
 template <typename Fn>
 void dispatch(ScalarType dtype, Fn&& fn) {
@@ -62,7 +75,7 @@ Tensor forward_op(Tensor value, Tensor spatial_shapes, Tensor level_start_index,
   dispatch(value.scalar_type(), [&](auto scalar, auto acc) {
     using scalar_t = decltype(scalar);
     using acc_t = decltype(acc);
-    auto kernel = use_avx2() ? avx2::forward<scalar_t, acc_t> : generic::forward<scalar_t, acc_t>;
+    auto kernel = forward_kernel<scalar_t, acc_t>(s.channels);
     kernel(s, value.const_data_ptr<scalar_t>(), spatial_shapes.const_data_ptr<int64_t>(),
                              level_start_index.const_data_ptr<int64_t>(),
                              sampling_locations.const_data_ptr<scalar_t>(),
@@ -90,7 +103,7 @@ std::tuple<Tensor, Tensor, Tensor> backward_op(Tensor grad_output, Tensor value,
   dispatch(dtype, [&](auto scalar, auto acc) {
     using scalar_t = decltype(scalar);
     using acc_t = decltype(acc);
-    auto kernel = use_avx2() ? avx2::backward<scalar_t, acc_t> : generic::backward<scalar_t, acc_t>;
+    auto kernel = backward_kernel<scalar_t, acc_t>(s.channels);
     kernel(
         s, grad_output.const_data_ptr<scalar_t>(), value.const_data_ptr<scalar_t>(),
         spatial_shapes.const_data_ptr<int64_t>(), level_start_index.const_data_ptr<int64_t>(),
