@@ -72,24 +72,35 @@ def _corner(c: tl.constexpr, inside, x0, y0, lx, ly, height, width):
 
 
 @triton.jit
+def _query_block(queries, heads, BLOCK_Q: tl.constexpr):
+    """Image n, head m, the program's queries, their mask and their output rows ``(n*Lq + q)*M + m``."""
+    pid_nm = tl.program_id(1)
+    n = (pid_nm // heads).to(tl.int64)
+    m = pid_nm % heads
+    q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    return n, m, q < queries, (n * queries + q) * heads + m
+
+
+@triton.jit
+def _level(shapes_ptr, starts_ptr, level, n, m, num_value, heads):
+    """H and W of ``level``, and the row of its first pixel for image n and head m (rows of D channels)."""
+    height = tl.load(shapes_ptr + 2 * level)
+    width = tl.load(shapes_ptr + 2 * level + 1)
+    return height, width, (n * num_value + tl.load(starts_ptr + level)) * heads + m
+
+
+@triton.jit
 def forward_kernel(
     value_ptr, shapes_ptr, starts_ptr, loc_ptr, attn_ptr, out_ptr,
     num_value, queries, heads, channels, levels, points,
     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
-    pid_nm = tl.program_id(1)
-    n = (pid_nm // heads).to(tl.int64)
-    m = pid_nm % heads
-    q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    q_mask = q < queries
+    n, m, q_mask, row = _query_block(queries, heads, BLOCK_Q)
     d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = d < channels
-    row = (n * queries + q) * heads + m
     acc = tl.zeros([BLOCK_Q, BLOCK_D], dtype=ACC)
     for level in range(levels):
-        height = tl.load(shapes_ptr + 2 * level)
-        width = tl.load(shapes_ptr + 2 * level + 1)
-        base = (n * num_value + tl.load(starts_ptr + level)) * heads + m
+        height, width, base = _level(shapes_ptr, starts_ptr, level, n, m, num_value, heads)
         for p in range(points):
             k = (row * levels + level) * points + p
             inside, x0, y0, lx, ly, a = _sample_point(loc_ptr, attn_ptr, k, q_mask, height, width, ACC)
@@ -110,16 +121,9 @@ def backward_kernel(
     NEED_COORDS: tl.constexpr, ATOMIC_VALUE: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
-    pid_nm = tl.program_id(1)
-    n = (pid_nm // heads).to(tl.int64)
-    m = pid_nm % heads
-    q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
-    q_mask = q < queries
-    row = (n * queries + q) * heads + m
+    n, m, q_mask, row = _query_block(queries, heads, BLOCK_Q)
     for level in range(levels):
-        height = tl.load(shapes_ptr + 2 * level)
-        width = tl.load(shapes_ptr + 2 * level + 1)
-        base = (n * num_value + tl.load(starts_ptr + level)) * heads + m
+        height, width, base = _level(shapes_ptr, starts_ptr, level, n, m, num_value, heads)
         for p in range(points):
             k = (row * levels + level) * points + p
             inside, x0, y0, lx, ly, a = _sample_point(loc_ptr, attn_ptr, k, q_mask, height, width, ACC)
@@ -166,9 +170,7 @@ def value_grad_kernel(
     level = pid % levels
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = d < channels
-    height = tl.load(shapes_ptr + 2 * level)
-    width = tl.load(shapes_ptr + 2 * level + 1)
-    base = (n * num_value + tl.load(starts_ptr + level)) * heads + m
+    height, width, base = _level(shapes_ptr, starts_ptr, level, n, m, num_value, heads)
     for q in range(queries):
         row = (n * queries + q) * heads + m
         g = tl.load(grad_out_ptr + row * channels + d, mask=d_mask, other=0).to(ACC)
