@@ -11,6 +11,7 @@ from deformconv.nn import (
     offset_param_groups,
 )
 from deformconv.ops import deform_conv2d, get_im2col_budget, im2col_budget, set_im2col_budget
+from deformconv.ops import multi_scale_deform_attn as multi_scale_deform_attn
 
 __version__ = "0.1.0"
 

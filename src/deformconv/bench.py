@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import platform
 from collections.abc import Callable, Iterator
@@ -201,6 +202,8 @@ def _shape_names(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--op", choices=["deform_conv2d", "msda"], default="deform_conv2d", help="operator to time")
+    importlib.import_module("deformconv.bench_msda").add_arguments(parser)
     parser.add_argument(
         "--shapes",
         type=_shape_names,
@@ -244,6 +247,8 @@ def _threads(count: int | None) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.op == "msda":
+        return importlib.import_module("deformconv.bench_msda").run(args)
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         print(f"deformconv bench: device {args.device!r} asked for, but CUDA is not available")
         return 2

@@ -17,6 +17,7 @@ import torch
 
 from deformconv.export.onnx_deformconv import deform_conv2d_to_deformconv
 from deformconv.export.onnx_gridsample import deform_conv2d_to_gridsample
+from deformconv.export.onnx_msda import MSDA_TRANSLATION
 
 DEFORMCONV_MIN_OPSET = 19
 GRIDSAMPLE_MIN_OPSET = 16
@@ -38,7 +39,7 @@ def onnx_translation_table(use_deformconv_op: bool = True) -> dict[Callable, Cal
         ...                   custom_translation_table=onnx_translation_table())
     """
     translation = deform_conv2d_to_deformconv if use_deformconv_op else deform_conv2d_to_gridsample
-    return {torch.ops.deformconv.deform_conv2d.default: translation}
+    return {torch.ops.deformconv.deform_conv2d.default: translation, **MSDA_TRANSLATION}
 
 
 def export_onnx(

@@ -2,5 +2,6 @@
 
 from deformconv.ops.budget import get_im2col_budget, im2col_budget, set_im2col_budget
 from deformconv.ops.deform_conv2d import deform_conv2d
+from deformconv.ops.multi_scale_deform_attn import multi_scale_deform_attn as multi_scale_deform_attn
 
 __all__ = ["deform_conv2d", "get_im2col_budget", "im2col_budget", "set_im2col_budget"]
