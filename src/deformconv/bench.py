@@ -234,7 +234,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[None]:
+def use_threads(count: int | None) -> Iterator[None]:
     previous = torch.get_num_threads()
     if count is not None:
         if count < 1:
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         print(f"deformconv bench: device {args.device!r} asked for, but CUDA is not available")
         return 2
-    with _threads(args.threads):
+    with use_threads(args.threads):
         env = environment(args)
         print("# " + ", ".join(f"{k}={v}" for k, v in env.items()))
         print(TABLE_HEADER, flush=True)

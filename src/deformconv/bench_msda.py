@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import deformconv
-from deformconv.bench import DTYPES, _threads, environment
+from deformconv.bench import DTYPES, environment, use_threads
 from deformconv.measure import interleaved_medians, peak_extra_mb
 
 
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         print(f"deformconv bench: device {args.device!r} asked for, but CUDA is not available")
         return 2
-    with _threads(args.threads):
+    with use_threads(args.threads):
         env = {**environment(args), "op": "multi_scale_deform_attn"}
         print("# " + ", ".join(f"{k}={v}" for k, v in env.items()))
         print(TABLE_HEADER, flush=True)

@@ -12,12 +12,26 @@ from typing import TypeVar
 
 import torch
 from onnxscript import BFLOAT16, DOUBLE, FLOAT, FLOAT16, ir
+from onnxscript import opset18 as op
 
 from deformconv.ops.deform_conv2d.geometry import ConvGeometry
 
 # The tensor types a translation accepts; the exporter reads the translation's signature from
 # these annotations.
 TFloat = TypeVar("TFloat", FLOAT16, BFLOAT16, FLOAT, DOUBLE)
+
+# Half types are computed in float32 by the decompositions and cast back once at the end.
+HALF_TYPES = (ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
+
+
+def const_ints(values: Sequence[int]) -> ir.Value:
+    """A constant int64 vector (shapes, axes, starts and ends)."""
+    return op.Constant(value_ints=list(values))
+
+
+def const_float(value: float, like: ir.Value) -> ir.Value:
+    """A scalar constant in the dtype of ``like``."""
+    return op.CastLike(op.Constant(value_float=value), like)
 
 
 def static_dim(value: ir.Value, axis: int, name: str) -> int:

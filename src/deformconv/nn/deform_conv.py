@@ -16,7 +16,7 @@ from deformconv.ops import deform_conv2d
 from deformconv.ops.deform_conv2d.checks import IntPair, to_pair
 
 
-def _positive_int(value: object, name: str) -> int:
+def positive_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
     return value
@@ -37,9 +37,9 @@ def check_layer_args(
         ValueError: a size is not positive, or the channels are not divisible by ``groups``.
         TypeError: a size is neither an int nor a pair of ints.
     """
-    _positive_int(in_channels, "in_channels")
-    _positive_int(out_channels, "out_channels")
-    _positive_int(groups, "groups")
+    positive_int(in_channels, "in_channels")
+    positive_int(out_channels, "out_channels")
+    positive_int(groups, "groups")
     if in_channels % groups != 0:
         raise ValueError(f"in_channels ({in_channels}) must be divisible by groups ({groups})")
     if out_channels % groups != 0:

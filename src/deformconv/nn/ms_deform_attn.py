@@ -14,7 +14,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from deformconv.nn.deform_conv import _positive_int
+from deformconv.nn.deform_conv import positive_int
 from deformconv.ops import multi_scale_deform_attn
 
 
@@ -101,9 +101,9 @@ class MultiScaleDeformableAttention(nn.Module):
     ) -> None:
         super().__init__()
         for name, number in (("embed_dims", embed_dims), ("num_heads", num_heads)):
-            _positive_int(number, name)
+            positive_int(number, name)
         for name, number in (("num_levels", num_levels), ("num_points", num_points)):
-            _positive_int(number, name)
+            positive_int(number, name)
         if embed_dims % num_heads != 0:
             raise ValueError(f"embed_dims must be divisible by num_heads, got {embed_dims} and {num_heads}")
         head_dims = embed_dims // num_heads

@@ -11,10 +11,9 @@ import torch
 from torch import Tensor
 
 from deformconv.ops.deform_conv2d.geometry import ConvGeometry, output_size
+from deformconv.ops.validation import FLOAT_DTYPES, check_tensor, require
 
 IntPair = int | tuple[int, int] | list[int]
-
-FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
 def to_pair(value: IntPair, name: str) -> tuple[int, int]:
@@ -33,26 +32,6 @@ def to_pair(value: IntPair, name: str) -> tuple[int, int]:
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
-def _require(condition: object, error: type[Exception], message: str) -> None:
-    """Raises ``error(message)`` unless ``condition`` holds.
-
-    ``torch._check_with`` also accepts symbolic conditions, so the same checks run in the op's
-    fake kernel while ``torch.compile`` traces with dynamic shapes (they become guards there).
-    """
-    torch._check_with(error, condition, lambda: message)
-
-
-def check_types(**tensors: object) -> None:
-    """Raises TypeError naming the first argument that is neither a Tensor nor None.
-
-    The public function calls this before the op: the dispatcher would otherwise reject a
-    non-tensor with a message about the op's schema rather than the argument.
-    """
-    for name, tensor in tensors.items():
-        if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"{name} must be a Tensor{LAYOUTS[name]}, got {type(tensor).__name__}")
-
-
 LAYOUTS = {
     "input": "[N, C_in, H, W]",
     "weight": "[C_out, C_in/groups, kh, kw]",
@@ -60,13 +39,6 @@ LAYOUTS = {
     "mask": "[N, offset_groups*kh*kw, H_out, W_out]",
     "bias": "[C_out]",
 }
-
-
-def _check_tensor(tensor: Tensor, name: str, ndim: int) -> Tensor:
-    layout = LAYOUTS[name]
-    if tensor.dim() != ndim:
-        raise ValueError(f"{name} must be a {ndim}-d Tensor{layout}, got shape {tuple(tensor.shape)}")
-    return tensor
 
 
 def check_args(
@@ -86,13 +58,13 @@ def check_args(
         ValueError: shapes, channel counts or hyper-parameters are inconsistent.
         RuntimeError: tensors live on different devices.
     """
-    _check_tensor(input, "input", 4)
-    _check_tensor(weight, "weight", 4)
-    _check_tensor(offset, "offset", 4)
+    check_tensor(input, "input", 4, LAYOUTS["input"])
+    check_tensor(weight, "weight", 4, LAYOUTS["weight"])
+    check_tensor(offset, "offset", 4, LAYOUTS["offset"])
     if mask is not None:
-        _check_tensor(mask, "mask", 4)
+        check_tensor(mask, "mask", 4, LAYOUTS["mask"])
     if bias is not None:
-        _check_tensor(bias, "bias", 1)
+        check_tensor(bias, "bias", 1, LAYOUTS["bias"])
 
     if input.dtype not in FLOAT_DTYPES:
         raise TypeError(f"input must be float64, float32, float16 or bfloat16, got {input.dtype}")
@@ -111,20 +83,20 @@ def check_args(
 
     batch, in_channels, in_h, in_w = input.shape
     out_channels, in_per_group, kh, kw = weight.shape
-    _require(kh >= 1 and kw >= 1, ValueError, f"weight's kernel size must be at least 1x1, got {kh}x{kw}")
-    _require(
+    require(kh >= 1 and kw >= 1, ValueError, f"weight's kernel size must be at least 1x1, got {kh}x{kw}")
+    require(
         out_channels >= 1 and in_per_group >= 1,
         ValueError,
         f"weight must have at least one output and one input channel, got shape {tuple(weight.shape)}",
     )
-    _require(
+    require(
         in_channels % in_per_group == 0,
         ValueError,
         f"input channels ({in_channels}) must be a multiple of weight.shape[1] "
         f"({in_per_group}, the input channels per group)",
     )
     groups = in_channels // in_per_group
-    _require(
+    require(
         out_channels % groups == 0,
         ValueError,
         f"weight.shape[0] (output channels, {out_channels}) must be divisible by groups "
@@ -133,14 +105,14 @@ def check_args(
 
     kernel_points = kh * kw
     offset_channels = offset.shape[1]
-    _require(
+    require(
         offset_channels > 0 and offset_channels % (2 * kernel_points) == 0,
         ValueError,
         f"offset.shape[1] must be a positive multiple of 2*kh*kw = {2 * kernel_points} "
         f"(2*offset_groups*kh*kw), got {offset_channels}",
     )
     offset_groups = offset_channels // (2 * kernel_points)
-    _require(
+    require(
         in_channels % offset_groups == 0,
         ValueError,
         f"input channels ({in_channels}) must be divisible by offset groups "
@@ -148,14 +120,14 @@ def check_args(
     )
 
     out_size = output_size((in_h, in_w), (kh, kw), stride, padding, dilation)
-    _require(
+    require(
         out_size[0] >= 1 and out_size[1] >= 1,
         ValueError,
         f"output size would be {out_size[0]}x{out_size[1]} for input {in_h}x{in_w}, "
         f"kernel {kh}x{kw}, stride {stride}, padding {padding}, dilation {dilation}: it must be at least 1x1",
     )
     expected_offset = (batch, 2 * offset_groups * kernel_points, *out_size)
-    _require(
+    require(
         tuple(offset.shape) == expected_offset,
         ValueError,
         f"offset must have shape [N, 2*offset_groups*kh*kw, H_out, W_out] = "
@@ -163,14 +135,14 @@ def check_args(
     )
     if mask is not None:
         expected_mask = (batch, offset_groups * kernel_points, *out_size)
-        _require(
+        require(
             tuple(mask.shape) == expected_mask,
             ValueError,
             f"mask must have shape [N, offset_groups*kh*kw, H_out, W_out] = "
             f"{list(expected_mask)}, got {list(mask.shape)}",
         )
     if bias is not None:
-        _require(
+        require(
             bias.shape[0] == out_channels,
             ValueError,
             f"bias must have shape [C_out] = [{out_channels}], got {list(bias.shape)}",

@@ -23,9 +23,10 @@ from torch import Tensor
 from deformconv.backends import select
 from deformconv.ops import budget
 from deformconv.ops.autocast import register_autocast
-from deformconv.ops.deform_conv2d.checks import IntPair, check_args, check_types, to_pair
+from deformconv.ops.deform_conv2d.checks import LAYOUTS, IntPair, check_args, to_pair
 from deformconv.ops.deform_conv2d.contract import BACKWARD, FORWARD, Grads, NeededGrads
 from deformconv.ops.deform_conv2d.geometry import ConvGeometry
+from deformconv.ops.validation import check_types
 
 
 def _geometry(input, offset, mask, weight, bias, stride, padding, dilation, batch_chunk: int) -> ConvGeometry:
@@ -222,7 +223,7 @@ def deform_conv2d(
         >>> deform_conv2d(x, offset, weight, padding=1, mask=mask).shape
         torch.Size([2, 4, 16, 16])
     """
-    check_types(input=input, offset=offset, weight=weight, bias=bias, mask=mask)
+    check_types(LAYOUTS, input=input, offset=offset, weight=weight, bias=bias, mask=mask)
     stride = to_pair(stride, "stride")
     padding = to_pair(padding, "padding")
     dilation = to_pair(dilation, "dilation")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from deformconv.ops.deform_conv2d.checks import FLOAT_DTYPES, _check_tensor, _require
 from deformconv.ops.multi_scale_deform_attn.geometry import AttnGeometry
+from deformconv.ops.validation import FLOAT_DTYPES, check_tensor, require
 
 # The layout of each tensor argument, as error messages name it.
 ARG_LAYOUTS = {
@@ -41,7 +41,7 @@ def check_args(
     """
     tensors = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     for (name, layout), tensor, ndim in zip(ARG_LAYOUTS.items(), tensors, (4, 2, 1, 6, 5)):
-        _check_tensor(tensor, name, ndim, layout)
+        check_tensor(tensor, name, ndim, layout)
 
     if value.dtype not in FLOAT_DTYPES:
         raise TypeError(f"value must be float64, float32, float16 or bfloat16, got {value.dtype}")
@@ -63,35 +63,35 @@ def check_args(
 
     batch, num_value, heads, channels = value.shape
     levels = spatial_shapes.shape[0]
-    _require(
+    require(
         heads >= 1 and channels >= 1,
         ValueError,
         f"value must have at least one head and one channel (shape [N, S, M, D]), got {list(value.shape)}",
     )
-    _require(
+    require(
         levels >= 1 and spatial_shapes.shape[1] == 2,
         ValueError,
         f"spatial_shapes must have shape [L, 2] with L >= 1, got {list(spatial_shapes.shape)}",
     )
-    _require(
+    require(
         level_start_index.shape[0] == levels,
         ValueError,
         f"level_start_index must have shape [L] = [{levels}], got {list(level_start_index.shape)}",
     )
     queries, points = sampling_locations.shape[1], sampling_locations.shape[4]
-    _require(
+    require(
         points >= 1,
         ValueError,
         f"sampling_locations must have P >= 1 points, got shape {list(sampling_locations.shape)}",
     )
     expected = (batch, queries, heads, levels, points, 2)
-    _require(
+    require(
         tuple(sampling_locations.shape) == expected,
         ValueError,
         f"sampling_locations must have shape [N, Lq, M, L, P, 2] = {list(expected)}, "
         f"got {list(sampling_locations.shape)}",
     )
-    _require(
+    require(
         tuple(attention_weights.shape) == expected[:5],
         ValueError,
         f"attention_weights must have shape [N, Lq, M, L, P] = {list(expected[:5])}, "
