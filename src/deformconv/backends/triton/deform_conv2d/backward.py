@@ -22,7 +22,9 @@ from deformconv.backends.triton.deform_conv2d.data_grad import data_grad_kernel
 from deformconv.backends.triton.deform_conv2d.launch import (
     BLOCK_P,
     channels_last,
+    check_pixels,
     kernel_weight,
+    launch,
     multiprocessors,
     on_device,
     precision,
@@ -64,8 +66,7 @@ def _launch_data_grad(
     # Tensors a configuration does not use are never read; any tensor can stand in.
     spare = offset
     corner_index, corner_weight = corners if corners is not None else (spare, spare)
-    grid = (triton.cdiv(total, BLOCK_P), shape.offset_groups * shape.kernel_points)
-    data_grad_kernel[grid](
+    args = (
         grad_output,
         source,
         offset,
@@ -94,6 +95,8 @@ def _launch_data_grad(
         *offset.stride(),
         *_mask_strides(mask),
         *target_strides,
+    )
+    options = dict(
         HAS_MASK=mask is not None,
         NEED_INPUT=grad_target is not None,
         NEED_OFFSET_MASK=grad_offset is not None,
@@ -107,6 +110,8 @@ def _launch_data_grad(
         BLOCK_C=tile.block_c,
         BLOCK_O=tile.block_o,
     )
+    programs = triton.cdiv(total, BLOCK_P) * shape.offset_groups * shape.kernel_points
+    launch(data_grad_kernel, programs, args, options, "pixel tiles * offset groups * kernel points")
 
 
 def _data_grads(
@@ -210,8 +215,7 @@ def _weight_grad(
     splits = triton.cdiv(total, split_size)
 
     partial = torch.empty(splits, *weight.shape[:2], shape.kernel_points, dtype=acc, device=source.device)
-    grid = (o_tiles * c_tiles, shape.kernel_points, shape.groups * splits)
-    weight_grad_kernel[grid](
+    args = (
         grad_output,
         source,
         offset,
@@ -236,6 +240,8 @@ def _weight_grad(
         *source.stride(),
         *offset.stride(),
         *_mask_strides(mask),
+    )
+    options = dict(
         HAS_MASK=mask is not None,
         ACC=prec.acc,
         IO=prec.io,
@@ -246,6 +252,8 @@ def _weight_grad(
         BLOCK_C=tile.block_c,
         BLOCK_O=tile.block_o,
     )
+    programs = o_tiles * c_tiles * shape.kernel_points * shape.groups * splits
+    launch(weight_grad_kernel, programs, args, options, "channel tiles * kernel points * groups * pixel splits")
     return partial.sum(0).view(weight.shape)
 
 
@@ -268,6 +276,8 @@ def deform_conv2d_backward(
     conv = (*shape.stride, *shape.padding, *shape.dilation)
     need_input, need_offset_mask, need_weight = needed
     batch_chunk = shape.batch_chunk
+    check_pixels("batch * out_h * out_w", shape.batch * shape.out_h * shape.out_w)
+    check_pixels("height * width", shape.height * shape.width)
     with on_device(input.device):
         source = channels_last(input)
         grad_input = grad_offset = grad_mask = grad_weight = None

@@ -26,8 +26,11 @@ from torch import Tensor
 from deformconv import config
 from deformconv.backends.triton.deform_conv2d.launch import (
     BLOCK_P,
+    UNSPECIALIZED,
     channels_last,
+    check_pixels,
     kernel_weight,
+    launch,
     on_device,
     precision,
     tiles,
@@ -67,7 +70,7 @@ def get_forward_strategy() -> str:
 set_forward_strategy(config.environment_value("DEFORMCONV_TRITON_FORWARD") or "implicit")
 
 
-@triton.jit
+@triton.jit(do_not_specialize=UNSPECIALIZED)
 def _implicit_forward_kernel(
     input_ptr,
     offset_ptr,
@@ -117,12 +120,17 @@ def _implicit_forward_kernel(
 ):
     """out[p, o] = sum over (c, k) of sampled[p, c, k] * weight[k, c, o], for one group.
 
-    Grid: (pixel tiles, output-channel tiles, groups). ``weight_ptr`` is
-    Tensor[kh*kw, C_in/groups, C_out] (see :func:`launch.kernel_weight`).
+    Grid: (groups * pixel tiles * output-channel tiles,), the output-channel tile fastest, so
+    that programs which sample the same pixels run side by side and share the gathers in L2.
+    ``weight_ptr`` is Tensor[kh*kw, C_in/groups, C_out] (see :func:`launch.kernel_weight`).
     """
-    group = tl.program_id(2)
-    n, pixel, oy, ox, valid = output_pixels(tl.program_id(0) * BLOCK_P, total, out_h, out_w, BLOCK_P)
-    o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    o_tiles = tl.cdiv(out_per_group, BLOCK_O)
+    pixel_tiles = tl.cdiv(total, BLOCK_P)
+    o_tile = tl.program_id(0) % o_tiles
+    tile = (tl.program_id(0) // o_tiles) % pixel_tiles
+    group = tl.program_id(0) // (o_tiles * pixel_tiles)
+    n, pixel, oy, ox, valid = output_pixels(tile * BLOCK_P, total, out_h, out_w, BLOCK_P)
+    o = o_tile * BLOCK_O + tl.arange(0, BLOCK_O)
     o_valid = o < out_per_group
     o_global = group * out_per_group + o
     image = n.to(tl.int64) * s_in_n
@@ -192,11 +200,11 @@ def _implicit_forward_kernel(
     if HAS_BIAS:
         acc += tl.load(bias_ptr + o_global, mask=o_valid, other=0.0).to(ACC)[None, :]
     plane = out_h * out_w
-    out = out_ptr + (n.to(tl.int64) * out_channels * plane + pixel)[:, None] + (o_global * plane)[None, :]
+    out = out_ptr + (n.to(tl.int64) * out_channels * plane + pixel)[:, None] + (o_global.to(tl.int64) * plane)[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=valid[:, None] & o_valid[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=UNSPECIALIZED)
 def _columns_kernel(
     input_ptr,
     offset_ptr,
@@ -210,6 +218,7 @@ def _columns_kernel(
     in_per_offset_group,
     kernel_w,
     kernel_points,
+    sample_points,
     stride_h,
     stride_w,
     pad_h,
@@ -235,11 +244,12 @@ def _columns_kernel(
 ):
     """columns[c*kh*kw + k, p] = sampled (and modulated) input channel c at kernel point k.
 
-    Grid: (pixel tiles, offset groups * kernel points).
+    Grid: (pixel tiles * offset groups * kernel points,), the sample point fastest.
     """
-    og = tl.program_id(1) // kernel_points
-    k = tl.program_id(1) - og * kernel_points
-    start = tl.program_id(0) * BLOCK_P
+    point = tl.program_id(0) % sample_points
+    og = point // kernel_points
+    k = point - og * kernel_points
+    start = (tl.program_id(0) // sample_points) * BLOCK_P
     n, pixel, oy, ox, valid = output_pixels(start, total, out_h, out_w, BLOCK_P)
     p = start + tl.arange(0, BLOCK_P)
     tap_y = k // kernel_w
@@ -249,7 +259,7 @@ def _columns_kernel(
         oy,
         ox,
         valid,
-        tl.program_id(1),
+        point,
         tap_y,
         k - tap_y * kernel_w,
         s_off_n,
@@ -267,7 +277,7 @@ def _columns_kernel(
     row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
     corner = n.to(tl.int64) * s_in_n + row.to(tl.int64) * s_in_h + col.to(tl.int64) * s_in_w
     if HAS_MASK:
-        modulation = load_modulation(mask_ptr, n, oy, ox, valid, tl.program_id(1), s_m_n, s_m_c, s_m_h, s_m_w, ACC)
+        modulation = load_modulation(mask_ptr, n, oy, ox, valid, point, s_m_n, s_m_c, s_m_h, s_m_w, ACC)
     lo = og * in_per_offset_group
     hi = lo + in_per_offset_group
     for c0 in range(lo, hi, BLOCK_C):
@@ -307,12 +317,14 @@ def _implicit_forward(
     total = shape.batch * shape.out_h * shape.out_w
     if total == 0:
         return out
+    check_pixels("batch * out_h * out_w", total)
     source = channels_last(input)
     prec = precision(input.dtype)
     tile = tiles(shape.channel_run, shape.out_per_group, input.dtype)
     mask_t, mask_strides = _mask_args(mask, offset)
-    grid = (triton.cdiv(total, BLOCK_P), triton.cdiv(shape.out_per_group, tile.block_o), shape.groups)
-    _implicit_forward_kernel[grid](
+    o_tiles = triton.cdiv(shape.out_per_group, tile.block_o)
+    programs = shape.groups * triton.cdiv(total, BLOCK_P) * o_tiles
+    args = (
         source,
         offset,
         mask_t,
@@ -339,6 +351,8 @@ def _implicit_forward(
         *source.stride(),
         *offset.stride(),
         *mask_strides,
+    )
+    options = dict(
         HAS_MASK=mask is not None,
         HAS_BIAS=bias is not None,
         ACC=prec.acc,
@@ -350,6 +364,7 @@ def _implicit_forward(
         BLOCK_C=tile.block_c,
         BLOCK_O=tile.block_o,
     )
+    launch(_implicit_forward_kernel, programs, args, options, "groups * pixel tiles * output-channel tiles")
     return out
 
 
@@ -382,11 +397,12 @@ def sample_columns(
     columns = torch.empty(in_channels * points, total, dtype=input.dtype, device=input.device)
     if total == 0:
         return columns
+    check_pixels("batch * out_h * out_w", total)
     source = channels_last(input)
     per_offset_group = in_channels // offset_groups
     block_c = max(2, min(32, triton.next_power_of_2(per_offset_group)))
     mask_t, mask_strides = _mask_args(mask, offset)
-    _columns_kernel[(triton.cdiv(total, BLOCK_P), offset_groups * points)](
+    args = (
         source,
         offset,
         mask_t,
@@ -399,6 +415,7 @@ def sample_columns(
         per_offset_group,
         kernel[1],
         points,
+        offset_groups * points,
         stride[0],
         stride[1],
         padding[0],
@@ -408,11 +425,10 @@ def sample_columns(
         *source.stride(),
         *offset.stride(),
         *mask_strides,
-        HAS_MASK=mask is not None,
-        ACC=precision(input.dtype).acc,
-        BLOCK_P=BLOCK_P,
-        BLOCK_C=block_c,
     )
+    options = dict(HAS_MASK=mask is not None, ACC=precision(input.dtype).acc, BLOCK_P=BLOCK_P, BLOCK_C=block_c)
+    programs = triton.cdiv(total, BLOCK_P) * offset_groups * points
+    launch(_columns_kernel, programs, args, options, "pixel tiles * offset groups * kernel points")
     return columns
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -46,14 +47,31 @@ class Precision:
         acc: accumulation dtype (float64 for float64 input, float32 otherwise).
         io: the input dtype; ``tl.dot`` operands are rounded to it.
         operand: dtype of the ``tl.dot`` operands (the input dtype: tensor cores for halves).
-        dot_precision: ``input_precision`` of ``tl.dot`` for float32 operands: ``"tf32"`` only
-            when PyTorch allows TF32 matmuls (``torch.backends.cuda.matmul.allow_tf32``).
+        dot_precision: ``input_precision`` of ``tl.dot`` for float32 operands: ``"ieee"`` (exact
+            float32 products, torchvision's numbers) unless the user allows TF32 matmuls (see
+            :func:`tf32_enabled`).
     """
 
     acc: tl.dtype
     io: tl.dtype
     operand: tl.dtype
     dot_precision: str
+
+
+def tf32_enabled() -> bool:
+    """Whether the user allows TF32 for float32 matmuls, through the API this PyTorch offers.
+
+    From PyTorch 2.9 on the setting is ``torch.backends.cuda.matmul.fp32_precision`` (``"tf32"``
+    or ``"ieee"``; it also reflects ``torch.backends.fp32_precision`` and the legacy
+    ``allow_tf32``). Once a user sets it, *reading* the legacy ``allow_tf32`` raises, so the
+    legacy flag is read only on a PyTorch without the new attribute. Both default to exact IEEE
+    float32, and so do the kernels.
+    """
+    matmul = torch.backends.cuda.matmul
+    new_api = getattr(matmul, "fp32_precision", None)
+    if new_api is not None:
+        return new_api == "tf32"
+    return bool(matmul.allow_tf32)
 
 
 def precision(dtype: torch.dtype) -> Precision:
@@ -65,7 +83,7 @@ def precision(dtype: torch.dtype) -> Precision:
         # The interpreter multiplies bfloat16 tiles as raw 16-bit integers; the operands are
         # still rounded to bfloat16 by the kernel, then widened exactly to float32.
         operand = tl.float32
-    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    tf32 = dtype == torch.float32 and tf32_enabled()
     return Precision(acc=acc, io=io, operand=operand, dot_precision="tf32" if tf32 else "ieee")
 
 
@@ -105,6 +123,70 @@ def tiles(in_width: int, out_per_group: int, dtype: torch.dtype) -> Tiles:
     return Tiles(block_c, block_o, False)
 
 
+# Integer arguments that only bound loops and masks, or scale the batch index: Triton would
+# otherwise compile a variant per value class (== 1, divisible by 16) of each, for every image
+# size a model meets. Channel counts and the other strides stay specialised: their divisibility
+# is what lets the compiler prove the alignment of 16-byte vector loads and stores.
+UNSPECIALIZED = ("total", "split_size", "height", "width", "s_in_n", "s_off_n", "s_m_n", "s_go_n", "s_gi_n")
+
+# CUDA's limit on grid dimension x. Every kernel runs on a 1-d grid and decodes its tile indices
+# from the program id, so the 65,535 limit of grid dimensions y and z never applies.
+MAX_PROGRAMS = 2**31 - 1
+# Output pixels of the batch (N*Ho*Wo) and pixels of one image plane (H*W) are int32 in the kernels.
+MAX_PIXELS = 2**31 - 1 - 1024
+
+# Replaces the launch by something else (see :func:`launch_hook`); None launches.
+_launch_hook: ContextVar[Callable | None] = ContextVar("deformconv_triton_launch_hook", default=None)
+# The compute capability (``major*10 + minor``) kernels are configured for when not on CUDA.
+_target: ContextVar[int] = ContextVar("deformconv_triton_target", default=0)
+
+
+@contextlib.contextmanager
+def launch_hook(hook: Callable, capability: int) -> Iterator[None]:
+    """Inside the block, :func:`launch` calls ``hook(kernel, grid, args, options)`` instead of launching.
+
+    The launchers then choose their configurations for compute capability ``capability``
+    (e.g. 80 for sm_80) whatever the tensors' device: this is how the kernels are compiled for a
+    GPU that is not there (:mod:`deformconv.backends.triton.health`).
+    """
+    hook_token = _launch_hook.set(hook)
+    target_token = _target.set(capability)
+    try:
+        yield
+    finally:
+        _launch_hook.reset(hook_token)
+        _target.reset(target_token)
+
+
+def capability(device: torch.device) -> int:
+    """Compute capability ``major*10 + minor`` of ``device``; off CUDA, the one set by :func:`launch_hook` (else 0)."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return major * 10 + minor
+    return _target.get()
+
+
+def check_pixels(name: str, pixels: int) -> None:
+    """Raises when ``pixels`` (a count the kernels index in int32) is too large."""
+    if pixels > MAX_PIXELS:
+        raise ValueError(f"{name} must be at most {MAX_PIXELS} for the Triton kernels, got {pixels}; split the batch")
+
+
+def launch(kernel, programs: int, args: tuple, options: dict, what: str) -> None:
+    """Runs ``kernel`` on ``programs`` programs (a 1-d grid) with ``args`` and ``options``.
+
+    Raises:
+        ValueError: more programs than CUDA allows in a grid; ``what`` says which count.
+    """
+    if programs > MAX_PROGRAMS:
+        raise ValueError(f"{what} = {programs} programs exceed CUDA's grid limit of {MAX_PROGRAMS}; split the batch")
+    hook = _launch_hook.get()
+    if hook is not None:
+        hook(kernel, (programs,), args, options)
+    else:
+        kernel[(programs,)](*args, **options)
+
+
 def multiprocessors(device: torch.device) -> int:
     """Streaming multiprocessors of ``device`` (a small fixed number off CUDA)."""
     if device.type == "cuda":
@@ -132,5 +214,11 @@ def kernel_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def channels_last(input: torch.Tensor) -> torch.Tensor:
-    """input in channels-last memory, so a corner tile reads contiguous channels of one pixel."""
+    """input with the channels of a pixel contiguous, so that a corner tile reads contiguous memory.
+
+    The kernels read the input through its strides: a tensor whose channel stride is already 1
+    (channels-last, or any view with channels innermost) is passed through without a copy.
+    """
+    if input.stride(1) == 1 or input.shape[1] == 1:
+        return input
     return input.contiguous(memory_format=torch.channels_last)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from deformconv.backends.triton.deform_conv2d.launch import UNSPECIALIZED
 from deformconv.backends.triton.deform_conv2d.sampling import (
     bilinear_corners,
     interpolate,
@@ -19,11 +20,12 @@ from deformconv.backends.triton.deform_conv2d.sampling import (
     load_modulation,
     output_pixels,
     sample_position,
+    strided,
     tile_product,
 )
 
 
-@triton.jit
+@triton.jit(do_not_specialize=UNSPECIALIZED)
 def weight_grad_kernel(
     grad_out_ptr,
     input_ptr,
@@ -76,16 +78,18 @@ def weight_grad_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_O: tl.constexpr,
 ):
-    """Grid: (output-channel tiles * input-channel tiles, kernel points, groups * splits).
+    """Grid: (groups * splits * kernel points * output-channel tiles * input-channel tiles,).
 
     ``partial_ptr`` is Tensor[splits, C_out, C_in/groups, kh*kw] (accumulation dtype,
     contiguous); split ``s`` sums the pixels ``[s*split_size, (s+1)*split_size)``.
     """
-    o_tile = tl.program_id(0) // c_tiles
-    c_tile = tl.program_id(0) - o_tile * c_tiles
-    k = tl.program_id(1)
-    group = tl.program_id(2) // splits
-    split = tl.program_id(2) - group * splits
+    channel_tiles = tl.cdiv(out_per_group, BLOCK_O) * c_tiles
+    pid = tl.program_id(0)
+    o_tile = (pid % channel_tiles) // c_tiles
+    c_tile = pid % c_tiles
+    k = (pid // channel_tiles) % kernel_points
+    split = (pid // (channel_tiles * kernel_points)) % splits
+    group = pid // (channel_tiles * kernel_points * splits)
     tap_y = k // kernel_w
     tap_x = k - tap_y * kernel_w
 
@@ -106,8 +110,9 @@ def weight_grad_kernel(
     for p0 in range(p_begin, p_end, BLOCK_P):
         n, pixel, oy, ox, valid = output_pixels(p0, p_end, out_h, out_w, BLOCK_P)
         image = n.to(tl.int64)
+        grad_out_at = strided(n, oy, ox, s_go_n, s_go_h, s_go_w)
         grad_out = tl.load(
-            grad_out_ptr + (image * s_go_n + oy * s_go_h + ox * s_go_w)[None, :] + (o_global * s_go_c)[:, None],
+            grad_out_ptr + grad_out_at[None, :] + (o_global.to(tl.int64) * s_go_c)[:, None],
             mask=o_valid[:, None] & valid[None, :],
             other=0.0,
         )
