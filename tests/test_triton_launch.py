@@ -12,6 +12,7 @@ import torch
 
 import deformconv
 from cases import Case
+from deformconv.backends.triton import runtime
 from triton_support import (
     DEVICE,
     as_float64,
@@ -154,13 +155,13 @@ def test_grid_over_the_cuda_limit_raises_naming_the_count():
     with pytest.raises(
         ValueError, match=r"pixel tiles \* offset groups = 2147483648 programs exceed CUDA's grid limit"
     ):
-        launch.launch(never, 2**31, (), {}, "pixel tiles * offset groups")
+        runtime.launch(never, 2**31, (), {}, "pixel tiles * offset groups")
 
 
 @pytest.mark.parametrize("name", ["batch * out_h * out_w", "height * width"])
 def test_pixel_counts_over_int32_raise(name):
     with pytest.raises(ValueError, match=rf"{name.replace('*', '[*]')} must be at most \d+ .*got 2147483648"):
-        launch.check_pixels(name, 2**31)
+        runtime.check_pixels(name, 2**31)
 
 
 def test_every_kernel_runs_on_a_one_dimensional_grid():
@@ -173,7 +174,7 @@ def test_every_kernel_runs_on_a_one_dimensional_grid():
     # Many groups and offset groups: the counts that used to be grid dimensions y and z.
     case = Case(batch=1, in_channels=8, out_channels=8, groups=8, offset_groups=8, size=(3, 3))
     t = tensors(case, torch.float32)
-    with launch.launch_hook(record, 80):
+    with runtime.launch_hook(record, 80):
         forward.deform_conv2d_forward(*forward_args(case, t))
         backward.deform_conv2d_backward(*backward_args(case, t))
     assert len(grids) == 3

@@ -24,16 +24,13 @@ import triton.language as tl
 from torch import Tensor
 
 from deformconv import config
+from deformconv.backends.triton.deform_conv2d.configs import config as launch_config
 from deformconv.backends.triton.deform_conv2d.launch import (
-    BLOCK_P,
     UNSPECIALIZED,
     channels_last,
-    check_pixels,
     kernel_weight,
-    launch,
     on_device,
     precision,
-    tiles,
 )
 from deformconv.backends.triton.deform_conv2d.sampling import (
     bilinear_corners,
@@ -44,6 +41,7 @@ from deformconv.backends.triton.deform_conv2d.sampling import (
     sample_position,
     tile_product,
 )
+from deformconv.backends.triton.runtime import capability, check_pixels, launch
 from deformconv.ops.deform_conv2d.geometry import ConvGeometry
 
 FORWARD_STRATEGIES = ("implicit", "columns")
@@ -304,7 +302,7 @@ def _mask_args(mask: Tensor | None, offset: Tensor) -> tuple[Tensor, tuple[int, 
     return mask, mask.stride()
 
 
-def _implicit_forward(
+def implicit_forward(
     input: Tensor,
     offset: Tensor,
     mask: Tensor | None,
@@ -320,10 +318,10 @@ def _implicit_forward(
     check_pixels("batch * out_h * out_w", total)
     source = channels_last(input)
     prec = precision(input.dtype)
-    tile = tiles(shape.channel_run, shape.out_per_group, input.dtype)
+    cfg = launch_config("forward", shape.channel_run, shape.out_per_group, input.dtype, capability(input.device))
     mask_t, mask_strides = _mask_args(mask, offset)
-    o_tiles = triton.cdiv(shape.out_per_group, tile.block_o)
-    programs = shape.groups * triton.cdiv(total, BLOCK_P) * o_tiles
+    o_tiles = triton.cdiv(shape.out_per_group, cfg.block_o)
+    programs = shape.groups * triton.cdiv(total, cfg.block_p) * o_tiles
     args = (
         source,
         offset,
@@ -358,11 +356,8 @@ def _implicit_forward(
         ACC=prec.acc,
         IO=prec.io,
         OPERAND=prec.operand,
-        USE_DOT=tile.use_dot,
         DOT_PRECISION=prec.dot_precision,
-        BLOCK_P=BLOCK_P,
-        BLOCK_C=tile.block_c,
-        BLOCK_O=tile.block_o,
+        **cfg.options(),
     )
     launch(_implicit_forward_kernel, programs, args, options, "groups * pixel tiles * output-channel tiles")
     return out
@@ -400,7 +395,7 @@ def sample_columns(
     check_pixels("batch * out_h * out_w", total)
     source = channels_last(input)
     per_offset_group = in_channels // offset_groups
-    block_c = max(2, min(32, triton.next_power_of_2(per_offset_group)))
+    cfg = launch_config("columns", per_offset_group, 1, input.dtype, capability(input.device))
     mask_t, mask_strides = _mask_args(mask, offset)
     args = (
         source,
@@ -426,8 +421,15 @@ def sample_columns(
         *offset.stride(),
         *mask_strides,
     )
-    options = dict(HAS_MASK=mask is not None, ACC=precision(input.dtype).acc, BLOCK_P=BLOCK_P, BLOCK_C=block_c)
-    programs = triton.cdiv(total, BLOCK_P) * offset_groups * points
+    options = dict(
+        HAS_MASK=mask is not None,
+        ACC=precision(input.dtype).acc,
+        BLOCK_P=cfg.block_p,
+        BLOCK_C=cfg.block_c,
+        num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )
+    programs = triton.cdiv(total, cfg.block_p) * offset_groups * points
     launch(_columns_kernel, programs, args, options, "pixel tiles * offset groups * kernel points")
     return columns
 
@@ -475,4 +477,4 @@ def deform_conv2d_forward(
     with on_device(input.device):
         if _strategy == "columns":
             return _columns_forward(input, offset, mask, weight, bias, geometry)
-        return _implicit_forward(input, offset, mask, weight, bias, geometry)
+        return implicit_forward(input, offset, mask, weight, bias, geometry)

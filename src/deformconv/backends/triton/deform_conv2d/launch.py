@@ -1,20 +1,17 @@
-"""Launch parameters shared by the Triton launchers: dtypes, tile sizes, grid helpers.
+"""What the launchers share: dtypes and precision, argument layouts, the device to launch on.
 
-The tile sizes are fixed heuristics, not autotuned: ``triton.autotune`` would time every
-candidate configuration, also in the interpreter (``TRITON_INTERPRET=1``) that runs the test
-suite without a GPU. They have not been tuned on a GPU.
+Tile sizes and launch options are in :mod:`.configs`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import triton
 import triton.language as tl
 
 _TL_DTYPES = {
@@ -23,15 +20,6 @@ _TL_DTYPES = {
     torch.float16: tl.float16,
     torch.bfloat16: tl.bfloat16,
 }
-
-# Pixels per program. Output pixels of the whole batch form one dimension (N*Ho*Wo).
-BLOCK_P = 64
-# tl.dot needs every tile dimension >= 16; narrower channel counts use broadcast-and-sum.
-_MIN_DOT = 16
-_MAX_DOT_C = 32
-_MAX_DOT_O = 64
-_MAX_FMA_C = 8
-_MAX_FMA_O = 16
 
 # Triton decides when a kernel is decorated whether it runs in its CPU interpreter
 # (TRITON_INTERPRET=1, how the test suite runs without a GPU); this module is imported just
@@ -87,104 +75,12 @@ def precision(dtype: torch.dtype) -> Precision:
     return Precision(acc=acc, io=io, operand=operand, dot_precision="tf32" if tf32 else "ieee")
 
 
-@dataclass(frozen=True)
-class Tiles:
-    """Tile sizes of the channel dimensions of a kernel.
-
-    Attributes:
-        block_c: input channels per tile (within one group and one offset group).
-        block_o: output channels per tile (within one group).
-        use_dot: ``tl.dot`` when both are >= 16, broadcast-and-sum otherwise.
-    """
-
-    block_c: int
-    block_o: int
-    use_dot: bool
-
-
-def tiles(in_width: int, out_per_group: int, dtype: torch.dtype) -> Tiles:
-    """Tile sizes for ``in_width`` contiguous input channels and ``out_per_group`` outputs.
-
-    Args:
-        in_width: input channels that share a group and an offset group (the widest run a
-            channel tile can cover without mixing offsets or weights).
-        out_per_group: output channels per group.
-        dtype: the input dtype. float64 always broadcasts and sums: its ``tl.dot`` tiles need
-            more shared memory than some GPUs have (180 KB for the forward on sm_90), and
-            float64 is for accuracy, not speed.
-    """
-    if dtype != torch.float64 and min(in_width, out_per_group) >= _MIN_DOT:
-        block_c = min(_MAX_DOT_C, triton.next_power_of_2(in_width))
-        block_o = min(_MAX_DOT_O, triton.next_power_of_2(out_per_group))
-        return Tiles(block_c, block_o, True)
-    # Blocks of at least 2 lanes keep every tensor a true 2-d/3-d block.
-    block_c = max(2, min(_MAX_FMA_C, triton.next_power_of_2(in_width)))
-    block_o = max(2, min(_MAX_FMA_O, triton.next_power_of_2(out_per_group)))
-    return Tiles(block_c, block_o, False)
-
-
 # Integer arguments that only bound loops and masks, or scale the batch index: Triton would
 # otherwise compile a variant per value class (== 1, divisible by 16) of each, for every image
-# size a model meets. Channel counts and the other strides stay specialised: their divisibility
-# is what lets the compiler prove the alignment of 16-byte vector loads and stores.
-UNSPECIALIZED = ("total", "split_size", "height", "width", "s_in_n", "s_off_n", "s_m_n", "s_go_n", "s_gi_n")
-
-# CUDA's limit on grid dimension x. Every kernel runs on a 1-d grid and decodes its tile indices
-# from the program id, so the 65,535 limit of grid dimensions y and z never applies.
-MAX_PROGRAMS = 2**31 - 1
-# Output pixels of the batch (N*Ho*Wo) and pixels of one image plane (H*W) are int32 in the kernels.
-MAX_PIXELS = 2**31 - 1 - 1024
-
-# Replaces the launch by something else (see :func:`launch_hook`); None launches.
-_launch_hook: ContextVar[Callable | None] = ContextVar("deformconv_triton_launch_hook", default=None)
-# The compute capability (``major*10 + minor``) kernels are configured for when not on CUDA.
-_target: ContextVar[int] = ContextVar("deformconv_triton_target", default=0)
-
-
-@contextlib.contextmanager
-def launch_hook(hook: Callable, capability: int) -> Iterator[None]:
-    """Inside the block, :func:`launch` calls ``hook(kernel, grid, args, options)`` instead of launching.
-
-    The launchers then choose their configurations for compute capability ``capability``
-    (e.g. 80 for sm_80) whatever the tensors' device: this is how the kernels are compiled for a
-    GPU that is not there (:mod:`deformconv.backends.triton.health`).
-    """
-    hook_token = _launch_hook.set(hook)
-    target_token = _target.set(capability)
-    try:
-        yield
-    finally:
-        _launch_hook.reset(hook_token)
-        _target.reset(target_token)
-
-
-def capability(device: torch.device) -> int:
-    """Compute capability ``major*10 + minor`` of ``device``; off CUDA, the one set by :func:`launch_hook` (else 0)."""
-    if device.type == "cuda":
-        major, minor = torch.cuda.get_device_capability(device)
-        return major * 10 + minor
-    return _target.get()
-
-
-def check_pixels(name: str, pixels: int) -> None:
-    """Raises when ``pixels`` (a count the kernels index in int32) is too large."""
-    if pixels > MAX_PIXELS:
-        raise ValueError(f"{name} must be at most {MAX_PIXELS} for the Triton kernels, got {pixels}; split the batch")
-
-
-def launch(kernel, programs: int, args: tuple, options: dict, what: str) -> None:
-    """Runs ``kernel`` on ``programs`` programs (a 1-d grid) with ``args`` and ``options``.
-
-    Raises:
-        ValueError: more programs than CUDA allows in a grid; ``what`` says which count.
-    """
-    if programs > MAX_PROGRAMS:
-        raise ValueError(f"{what} = {programs} programs exceed CUDA's grid limit of {MAX_PROGRAMS}; split the batch")
-    hook = _launch_hook.get()
-    if hook is not None:
-        hook(kernel, (programs,), args, options)
-    else:
-        kernel[(programs,)](*args, **options)
+# size a model meets. Channel counts and the strides of the input and of the input gradient
+# stay specialised: their divisibility (by 16, from the channel count) is what lets the compiler
+# prove the alignment of the vector loads, asynchronous copies and atomics along channels.
+UNSPECIALIZED = ("total", "split_size", "height", "width", "s_off_n", "s_m_n", "s_go_n")
 
 
 def multiprocessors(device: torch.device) -> int:
@@ -204,13 +100,41 @@ def on_device(device: torch.device) -> Iterator[None]:
         yield
 
 
+def _pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    out_channels, in_per_group, kernel_h, kernel_w = weight.shape
+    return weight.permute(2, 3, 1, 0).reshape(kernel_h * kernel_w, in_per_group, out_channels).contiguous()
+
+
+@dataclass
+class _Packed:
+    weight: weakref.ref
+    version: int
+    packed: torch.Tensor
+
+
+# Packed weights by id() of the weight they were made from, while that weight lives.
+_packed: dict[int, _Packed] = {}
+
+
 def kernel_weight(weight: torch.Tensor) -> torch.Tensor:
     """weight (Tensor[C_out, C_in/groups, kh, kw]) as Tensor[kh*kw, C_in/groups, C_out], contiguous.
 
-    Output channels are innermost so that a weight tile loads along contiguous memory.
+    Output channels are innermost so that a weight tile loads along contiguous memory. The
+    packed copy is kept while ``weight`` lives and reused until ``weight`` changes (its version
+    counter, bumped by every in-place update such as an optimizer step), so a layer's forward
+    and backward pack its weight once per update, not once per call.
     """
-    out_channels, in_per_group, kernel_h, kernel_w = weight.shape
-    return weight.permute(2, 3, 1, 0).reshape(kernel_h * kernel_w, in_per_group, out_channels).contiguous()
+    try:
+        version = weight._version
+    except RuntimeError:  # inference tensors have no version counter: nothing tells when they change
+        return _pack_weight(weight)
+    key = id(weight)
+    entry = _packed.get(key)
+    if entry is not None and entry.weight() is weight and entry.version == version:
+        return entry.packed
+    packed = _pack_weight(weight)
+    _packed[key] = _Packed(weakref.ref(weight, lambda _, key=key: _packed.pop(key, None)), version, packed)
+    return packed
 
 
 def channels_last(input: torch.Tensor) -> torch.Tensor:
