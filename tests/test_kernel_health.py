@@ -2,10 +2,11 @@
 
 Triton compiles for a target without the GPU (see :mod:`deformconv.backends.triton.health`).
 This runs in the ordinary test process: it needs the Triton compiler, not its interpreter, so
-it is skipped in a process started with ``TRITON_INTERPRET=1``. It compiles the ``tl.dot``
-shape of every operator in float32, float16 and bfloat16 for sm_80 and sm_90 (about 30
-compilations); ``python -m deformconv.backends.triton.health`` prints the full table (sm_75,
-the narrow-channel shape, float64 as well).
+it is skipped in a process started with ``TRITON_INTERPRET=1``. It compiles every case but the
+narrow-channel ones (whose kernels are the depthwise backward's) in float32, float16 and
+bfloat16 for sm_80 and sm_90 (36 compilations for ``deform_conv2d``);
+``python -m deformconv.backends.triton.health`` prints the full table (sm_75, the
+narrow-channel shape and float64 as well).
 """
 
 from __future__ import annotations

@@ -14,8 +14,7 @@ import torch
 
 from cases import Case
 from deformconv.backends.triton import runtime
-from deformconv.backends.triton.deform_conv2d import configs
-from triton_support import DTYPES, check_backward, check_forward, launch, tensors
+from triton_support import DTYPES, check_backward, check_forward, configs, launch, tensors
 
 # The interpreter runs sm_80's configurations unless told otherwise: every other test covers them.
 FAMILIES = {"sm_75": 75, "sm_90": 90}
@@ -52,7 +51,7 @@ def test_configurations_are_valid_tiles():
         for size in (cfg.block_p, cfg.block_c, cfg.block_o):
             assert size >= 2 and size & (size - 1) == 0, cfg
         assert cfg.num_warps in (1, 2, 4, 8, 16) and cfg.num_stages >= 1
-        dot = kernel != "columns" and dtype != torch.float64 and min(in_width, out_per_group) >= 16
+        dot = kernel in configs.DOT_KERNELS and dtype != torch.float64 and min(in_width, out_per_group) >= 16
         assert cfg.use_dot == dot, cfg
         if dot:
             assert min(cfg.block_p, cfg.block_c, cfg.block_o) >= 16, cfg

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import importlib.util
 import pkgutil
 import re
 import subprocess
@@ -37,6 +38,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+
+from deformconv.backends.registry import registered
 
 KB = 1024
 
@@ -97,15 +100,20 @@ class KernelHealth:
 
 
 def collect_cases() -> list[HealthCase]:
-    """The health cases of every operator sub-package of this backend that has a ``health`` module."""
+    """The health cases of every operator sub-package of this backend that has a ``health`` module.
+
+    Importing an operator's sub-package registers its kernels for CUDA; on a machine without a
+    GPU that registration is undone, so the backend stays unavailable there as before.
+    """
     package = importlib.import_module("deformconv.backends.triton")
     cases: list[HealthCase] = []
-    for module in pkgutil.iter_modules(package.__path__):
-        if not module.ispkg or module.name.startswith("_"):
-            continue
-        name = f"{package.__name__}.{module.name}.health"
-        if importlib.util.find_spec(name) is not None:
-            cases.extend(importlib.import_module(name).cases())
+    with registered():
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.ispkg or module.name.startswith("_"):
+                continue
+            name = f"{package.__name__}.{module.name}.health"
+            if importlib.util.find_spec(name) is not None:
+                cases.extend(importlib.import_module(name).cases())
     return cases
 
 
@@ -171,9 +179,11 @@ def compile_case(case: HealthCase, target: Target) -> list[KernelHealth]:
     compiled = []
 
     def compile_only(kernel, grid, args, options):
-        compiled.append((kernel.fn.__name__, kernel.warmup(*args, grid=grid, **options)))
+        # The switches that are on tell variants of one kernel apart (e.g. DETERMINISTIC).
+        switches = ",".join(name for name, value in options.items() if value is True)
+        compiled.append((f"{kernel.fn.__name__}[{switches}]", kernel.warmup(*args, grid=grid, **options)))
 
-    with _driver(target.capability), launch_hook(compile_only, target.capability):
+    with registered(), _driver(target.capability), launch_hook(compile_only, target.capability):
         case.run()
     rows = []
     for name, kernel in compiled:

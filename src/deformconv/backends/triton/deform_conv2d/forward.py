@@ -25,6 +25,7 @@ from torch import Tensor
 
 from deformconv import config
 from deformconv.backends.triton.deform_conv2d.configs import config as launch_config
+from deformconv.backends.triton.deform_conv2d.depthwise import depthwise_forward
 from deformconv.backends.triton.deform_conv2d.launch import (
     UNSPECIALIZED,
     channels_last,
@@ -426,8 +427,7 @@ def sample_columns(
         ACC=precision(input.dtype).acc,
         BLOCK_P=cfg.block_p,
         BLOCK_C=cfg.block_c,
-        num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
+        **cfg.launch_options(),
     )
     programs = triton.cdiv(total, cfg.block_p) * offset_groups * points
     launch(_columns_kernel, programs, args, options, "pixel tiles * offset groups * kernel points")
@@ -477,4 +477,6 @@ def deform_conv2d_forward(
     with on_device(input.device):
         if _strategy == "columns":
             return _columns_forward(input, offset, mask, weight, bias, geometry)
+        if geometry.depthwise:
+            return depthwise_forward(input, offset, mask, weight, bias, geometry)
         return implicit_forward(input, offset, mask, weight, bias, geometry)
