@@ -31,7 +31,7 @@ if DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
 pytest.importorskip("triton")
 
 with registered():
-    from deformconv.backends.triton.deform_conv2d import backward, forward, launch
+    from deformconv.backends.triton.deform_conv2d import backward, configs, forward, launch  # noqa: F401 (configs: for the tests)
 
 assert DEVICE == "cuda" or launch.INTERPRETED, "the kernel modules were imported before TRITON_INTERPRET=1 was set"
 

@@ -69,6 +69,39 @@ def get_forward_strategy() -> str:
 set_forward_strategy(config.environment_value("DEFORMCONV_TRITON_FORWARD") or "implicit")
 
 
+@triton.jit
+def _accumulate_tile(
+    acc, input_ptr, offset_ptr, mask_ptr, weight_ptr, n, oy, ox, valid, image, o_global, o_valid,
+    c0, c_stop, c_begin, k, og, height, width, out_channels, in_per_group, kernel_w, kernel_points,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s_in_c, s_in_h, s_in_w,
+    s_off_n, s_off_c, s_off_h, s_off_w, s_m_n, s_m_c, s_m_h, s_m_w,
+    HAS_MASK: tl.constexpr, ACC: tl.constexpr, IO: tl.constexpr, OPERAND: tl.constexpr,
+    USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """``acc`` plus the product of channels ``[c0, min(c0 + BLOCK_C, c_stop))`` (one offset group
+    ``og``) sampled at kernel point ``k`` with their weight rows."""
+    tap_y = k // kernel_w
+    point = og * kernel_points + k
+    y, x = sample_position(
+        offset_ptr, n, oy, ox, valid, point, tap_y, k - tap_y * kernel_w, s_off_n, s_off_c, s_off_h, s_off_w,
+        stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, ACC,
+    )  # fmt: skip
+    row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
+    corner = image + row.to(tl.int64) * s_in_h + col.to(tl.int64) * s_in_w
+    c = c0 + tl.arange(0, BLOCK_C)
+    c_valid = c < c_stop
+    v00, v01, v10, v11 = load_corners(
+        input_ptr, corner, c.to(tl.int64) * s_in_c, c_valid, s_in_h, s_in_w, top, bottom, left, right, ACC
+    )
+    sampled = interpolate(v00, v01, v10, v11, ly, lx)
+    if HAS_MASK:
+        modulation = load_modulation(mask_ptr, n, oy, ox, valid, point, s_m_n, s_m_c, s_m_h, s_m_w, ACC)
+        sampled = sampled * modulation[:, None]
+    w_rows = (k * in_per_group + c - c_begin).to(tl.int64) * out_channels
+    w = tl.load(weight_ptr + w_rows[:, None] + o_global[None, :], mask=c_valid[:, None] & o_valid[None, :], other=0.0)
+    return tile_product(sampled, w, acc, IO, OPERAND, USE_DOT, DOT_PRECISION)
+
+
 @triton.jit(do_not_specialize=UNSPECIALIZED)
 def _implicit_forward_kernel(
     input_ptr,
@@ -108,6 +141,7 @@ def _implicit_forward_kernel(
     s_m_w,
     HAS_MASK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    FLAT: tl.constexpr,
     ACC: tl.constexpr,
     IO: tl.constexpr,
     OPERAND: tl.constexpr,
@@ -122,6 +156,7 @@ def _implicit_forward_kernel(
     Grid: (groups * pixel tiles * output-channel tiles,), the output-channel tile fastest, so
     that programs which sample the same pixels run side by side and share the gathers in L2.
     ``weight_ptr`` is Tensor[kh*kw, C_in/groups, C_out] (see :func:`launch.kernel_weight`).
+    ``FLAT``: no channel tile of a group straddles two offset groups (see :func:`_flat`).
     """
     o_tiles = tl.cdiv(out_per_group, BLOCK_O)
     pixel_tiles = tl.cdiv(total, BLOCK_P)
@@ -137,64 +172,34 @@ def _implicit_forward_kernel(
     acc = tl.zeros([BLOCK_P, BLOCK_O], dtype=ACC)
     c_begin = group * in_per_group
     c_end = c_begin + in_per_group
-    # The group's channels split into runs that share one offset group.
-    for og in range(c_begin // in_per_offset_group, (c_end - 1) // in_per_offset_group + 1):
-        lo = tl.maximum(c_begin, og * in_per_offset_group)
-        hi = tl.minimum(c_end, og * in_per_offset_group + in_per_offset_group)
-        for k in range(kernel_points):
-            tap_y = k // kernel_w
-            point = og * kernel_points + k
-            y, x = sample_position(
-                offset_ptr,
-                n,
-                oy,
-                ox,
-                valid,
-                point,
-                tap_y,
-                k - tap_y * kernel_w,
-                s_off_n,
-                s_off_c,
-                s_off_h,
-                s_off_w,
-                stride_h,
-                stride_w,
-                pad_h,
-                pad_w,
-                dil_h,
-                dil_w,
-                ACC,
-            )
-            row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
-            corner = image + row.to(tl.int64) * s_in_h + col.to(tl.int64) * s_in_w
-            if HAS_MASK:
-                modulation = load_modulation(mask_ptr, n, oy, ox, valid, point, s_m_n, s_m_c, s_m_h, s_m_w, ACC)
-            for c0 in range(lo, hi, BLOCK_C):
-                c = c0 + tl.arange(0, BLOCK_C)
-                c_valid = c < hi
-                v00, v01, v10, v11 = load_corners(
-                    input_ptr,
-                    corner,
-                    c.to(tl.int64) * s_in_c,
-                    c_valid,
-                    s_in_h,
-                    s_in_w,
-                    top,
-                    bottom,
-                    left,
-                    right,
-                    ACC,
-                )
-                sampled = interpolate(v00, v01, v10, v11, ly, lx)
-                if HAS_MASK:
-                    sampled = sampled * modulation[:, None]
-                w_rows = (k * in_per_group + c - c_begin).to(tl.int64) * out_channels
-                w = tl.load(
-                    weight_ptr + w_rows[:, None] + o_global[None, :],
-                    mask=c_valid[:, None] & o_valid[None, :],
-                    other=0.0,
-                )
-                acc = tile_product(sampled, w, acc, IO, OPERAND, USE_DOT, DOT_PRECISION)
+    if FLAT:
+        # No channel tile straddles offset groups: one loop over (kernel point, channel tile),
+        # the longest loop Triton can pipeline, with the sample positions found per step.
+        c_tiles = tl.cdiv(in_per_group, BLOCK_C)
+        for step in range(kernel_points * c_tiles):
+            k = step // c_tiles
+            c0 = c_begin + (step - k * c_tiles) * BLOCK_C
+            acc = _accumulate_tile(
+                acc, input_ptr, offset_ptr, mask_ptr, weight_ptr, n, oy, ox, valid, image, o_global, o_valid,
+                c0, c_end, c_begin, k, c0 // in_per_offset_group, height, width, out_channels, in_per_group,
+                kernel_w, kernel_points, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s_in_c, s_in_h, s_in_w,
+                s_off_n, s_off_c, s_off_h, s_off_w, s_m_n, s_m_c, s_m_h, s_m_w,
+                HAS_MASK, ACC, IO, OPERAND, USE_DOT, DOT_PRECISION, BLOCK_C,
+            )  # fmt: skip
+    else:
+        # The group's channels split into runs that share one offset group.
+        for og in range(c_begin // in_per_offset_group, (c_end - 1) // in_per_offset_group + 1):
+            lo = tl.maximum(c_begin, og * in_per_offset_group)
+            hi = tl.minimum(c_end, og * in_per_offset_group + in_per_offset_group)
+            for k in range(kernel_points):
+                for c0 in range(lo, hi, BLOCK_C):
+                    acc = _accumulate_tile(
+                        acc, input_ptr, offset_ptr, mask_ptr, weight_ptr, n, oy, ox, valid, image, o_global,
+                        o_valid, c0, hi, c_begin, k, og, height, width, out_channels, in_per_group, kernel_w,
+                        kernel_points, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s_in_c, s_in_h, s_in_w,
+                        s_off_n, s_off_c, s_off_h, s_off_w, s_m_n, s_m_c, s_m_h, s_m_w,
+                        HAS_MASK, ACC, IO, OPERAND, USE_DOT, DOT_PRECISION, BLOCK_C,
+                    )  # fmt: skip
 
     if HAS_BIAS:
         acc += tl.load(bias_ptr + o_global, mask=o_valid, other=0.0).to(ACC)[None, :]
@@ -296,6 +301,13 @@ def _columns_kernel(
         )
 
 
+def _flat(shape: ConvGeometry, block_c: int) -> bool:
+    """Whether every channel tile of every group lies in one offset group."""
+    if shape.offset_groups == 1:
+        return True
+    return shape.in_per_offset_group % block_c == 0 and shape.in_per_group % block_c == 0
+
+
 def _mask_args(mask: Tensor | None, offset: Tensor) -> tuple[Tensor, tuple[int, ...]]:
     """The mask pointer and strides; without a mask, a placeholder the kernel never reads."""
     if mask is None:
@@ -354,6 +366,7 @@ def implicit_forward(
     options = dict(
         HAS_MASK=mask is not None,
         HAS_BIAS=bias is not None,
+        FLAT=_flat(shape, cfg.block_c),
         ACC=prec.acc,
         IO=prec.io,
         OPERAND=prec.operand,
