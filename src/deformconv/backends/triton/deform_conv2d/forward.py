@@ -4,9 +4,10 @@ Two strategies compute the same result:
 
 - ``"implicit"`` (default): each program owns a tile of output pixels (of the whole batch,
   ``N*Ho*Wo`` in one dimension) by a tile of output channels of one group. It loops over the
-  offset groups of its channels, the kernel points and the channel tiles, samples the input
-  tile on the fly and feeds it to ``tl.dot`` with the matching weight tile. No column buffer is
-  written, so ``batch_chunk`` does not apply.
+  kernel points and channel tiles of its group (one flat loop when no channel tile straddles
+  two offset groups, e.g. with one offset group), samples the input tile on the fly and feeds
+  it to ``tl.dot`` with the matching weight tile. No column buffer is written, so
+  ``batch_chunk`` does not apply. Depthwise layers run :mod:`.depthwise` instead.
 - ``"columns"``: a Triton kernel samples ``batch_chunk`` images into a column buffer
   (Tensor[C_in*kh*kw, n*Ho*Wo], input dtype), then ``torch.matmul`` multiplies it per group.
 
