@@ -18,7 +18,7 @@ import torch
 import triton
 from torch import Tensor
 
-from deformconv.backends.triton.deform_conv2d.configs import config
+from deformconv.backends.triton.deform_conv2d.configs import config, flat_channel_tiles
 from deformconv.backends.triton.deform_conv2d.data_grad import data_grad_kernel
 from deformconv.backends.triton.deform_conv2d.launch import (
     channels_last,
@@ -240,6 +240,7 @@ def _weight_grad(
     )
     options = dict(
         HAS_MASK=mask is not None,
+        FLAT=flat_channel_tiles(shape, cfg.block_c),
         ACC=prec.acc,
         IO=prec.io,
         OPERAND=prec.operand,

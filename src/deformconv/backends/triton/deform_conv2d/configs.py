@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from deformconv.ops.deform_conv2d.geometry import ConvGeometry
+
 # Registers of one thread at most, and of one block at most (every GPU since Kepler).
 MAX_REGISTERS = 255
 REGISTER_FILE = 65536
@@ -93,7 +95,8 @@ _AMPERE_AND_LATER = {
     ("data_grad", "dot", "fp32"): _Limits(64, 16, 32, 8, 2),
     ("data_grad", "fma", "any"): _Limits(32, 8, 16, 4, 2, full_registers=True),
     ("weight_grad", "dot", "half"): _Limits(64, 32, 64, 8, 2),
-    ("weight_grad", "dot", "fp32"): _Limits(64, 32, 64, 8, 2),
+    # One stage: pipelined, the float32 weight gradient spills (255 registers) on sm_80 and sm_90.
+    ("weight_grad", "dot", "fp32"): _Limits(64, 32, 64, 8, 1),
     ("weight_grad", "fma", "any"): _Limits(64, 8, 16, 4, 2),
 }
 # Hopper (sm_90) where it differs: ptxas keeps the float32 input gradient at 128 registers
@@ -147,3 +150,14 @@ def config(kernel: str, in_width: int, out_per_group: int, dtype: torch.dtype, c
     block_c = max(2, min(limits.max_c, triton.next_power_of_2(in_width)))
     block_o = max(2, min(limits.max_o, triton.next_power_of_2(out_per_group)))
     return Config(limits.block_p, block_c, block_o, use_dot, limits.num_warps, limits.num_stages, limits.full_registers)
+
+
+def flat_channel_tiles(geometry: ConvGeometry, block_c: int) -> bool:
+    """Whether every channel tile of ``block_c`` channels of a group lies in one offset group.
+
+    Then a kernel samples each tile once per kernel point, in one loop (always with one offset
+    group); otherwise a tile may need the positions of two offset groups.
+    """
+    if geometry.offset_groups == 1:
+        return True
+    return geometry.in_per_offset_group % block_c == 0 and geometry.in_per_group % block_c == 0

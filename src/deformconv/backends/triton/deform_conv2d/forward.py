@@ -26,6 +26,7 @@ from torch import Tensor
 
 from deformconv import config
 from deformconv.backends.triton.deform_conv2d.configs import config as launch_config
+from deformconv.backends.triton.deform_conv2d.configs import flat_channel_tiles
 from deformconv.backends.triton.deform_conv2d.depthwise import depthwise_forward
 from deformconv.backends.triton.deform_conv2d.launch import (
     UNSPECIALIZED,
@@ -157,7 +158,7 @@ def _implicit_forward_kernel(
     Grid: (groups * pixel tiles * output-channel tiles,), the output-channel tile fastest, so
     that programs which sample the same pixels run side by side and share the gathers in L2.
     ``weight_ptr`` is Tensor[kh*kw, C_in/groups, C_out] (see :func:`launch.kernel_weight`).
-    ``FLAT``: no channel tile of a group straddles two offset groups (see :func:`_flat`).
+    ``FLAT``: no channel tile of a group straddles two offset groups (see :func:`.configs.flat_channel_tiles`).
     """
     o_tiles = tl.cdiv(out_per_group, BLOCK_O)
     pixel_tiles = tl.cdiv(total, BLOCK_P)
@@ -302,13 +303,6 @@ def _columns_kernel(
         )
 
 
-def _flat(shape: ConvGeometry, block_c: int) -> bool:
-    """Whether every channel tile of every group lies in one offset group."""
-    if shape.offset_groups == 1:
-        return True
-    return shape.in_per_offset_group % block_c == 0 and shape.in_per_group % block_c == 0
-
-
 def _mask_args(mask: Tensor | None, offset: Tensor) -> tuple[Tensor, tuple[int, ...]]:
     """The mask pointer and strides; without a mask, a placeholder the kernel never reads."""
     if mask is None:
@@ -367,7 +361,7 @@ def implicit_forward(
     options = dict(
         HAS_MASK=mask is not None,
         HAS_BIAS=bias is not None,
-        FLAT=_flat(shape, cfg.block_c),
+        FLAT=flat_channel_tiles(shape, cfg.block_c),
         ACC=prec.acc,
         IO=prec.io,
         OPERAND=prec.operand,
