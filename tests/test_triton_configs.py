@@ -14,6 +14,7 @@ import torch
 
 from cases import Case
 from deformconv.backends.triton import runtime
+from deformconv.ops.deform_conv2d.geometry import ConvGeometry
 from triton_support import DTYPES, check_backward, check_forward, configs, launch, tensors
 
 # The interpreter runs sm_80's configurations unless told otherwise: every other test covers them.
@@ -81,3 +82,16 @@ def test_packed_weight_of_an_inference_tensor_is_packed_every_time():
     with torch.inference_mode():
         weight = torch.randn(2, 2, 1, 1)
         assert launch.kernel_weight(weight) is not launch.kernel_weight(weight)
+
+
+def test_flat_channel_loops_only_where_no_tile_straddles_offset_groups():
+    def geometry(channels, groups, offset_groups):
+        x = torch.empty(1, channels, 4, 4)
+        offset = torch.empty(1, 2 * offset_groups * 9, 4, 4)
+        weight = torch.empty(channels, channels // groups, 3, 3)
+        return ConvGeometry.of(x, offset, weight, (1, 1), (1, 1), (1, 1))
+
+    assert configs.flat_channel_tiles(geometry(96, 1, 1), 32)  # one offset group
+    assert configs.flat_channel_tiles(geometry(64, 1, 2), 32)  # 32 channels per offset group
+    assert not configs.flat_channel_tiles(geometry(96, 1, 2), 32)  # 48 per offset group: tile 2 straddles
+    assert not configs.flat_channel_tiles(geometry(12, 2, 3), 4)  # groups of 6 start mid-tile
