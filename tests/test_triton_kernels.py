@@ -1,64 +1,38 @@
-"""The Triton kernels against the reference kernels: forward and every gradient.
+"""The Triton kernels of ``deform_conv2d`` against the reference kernels: forward and every gradient.
 
-Without a GPU the kernels run in Triton's CPU interpreter on CPU tensors: ``TRITON_INTERPRET=1``
-is set while Triton and the kernel modules are first imported (``import deformconv`` does not
-import Triton when there is no GPU) and while each test runs; with a GPU they run compiled on
-CUDA tensors. The interpreter is slow, so the shapes are tiny, but chosen so that every loop
-of the kernels runs more than once somewhere: several pixel tiles, channel and output-channel
-tiles, channel runs that straddle groups and offset groups, pixel splits of the weight
-gradient, both tile-product paths (``tl.dot`` and broadcast-and-sum).
+Without a GPU the kernels run in Triton's CPU interpreter on CPU tensors (see
+:mod:`triton_support`); with a GPU they run compiled on CUDA tensors. The interpreter is slow, so
+the shapes are tiny, but chosen so that every loop of the kernels runs more than once somewhere:
+several pixel tiles, channel and output-channel tiles, channel runs that straddle groups and
+offset groups, pixel splits of the weight gradient, both tile-product paths (``tl.dot`` and
+broadcast-and-sum).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-from contextlib import contextmanager
+import itertools
 
 import pytest
 import torch
 
 import deformconv
 from cases import BASE, Case, case_id
-from deformconv import dispatch
-from deformconv.ops import reference
-
-if importlib.util.find_spec("triton") is None:
-    pytest.skip("triton is not installed", allow_module_level=True)
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-if DEVICE == "cpu":
-    if "triton" in sys.modules and not os.environ.get("TRITON_INTERPRET") == "1":
-        # Triton defines its own library functions (tl.zeros, ...) for the interpreter or for
-        # the compiler when it is first imported; this process chose the compiler.
-        pytest.skip(
-            "triton was imported before TRITON_INTERPRET=1 was set; run this file in its own process",
-            allow_module_level=True,
-        )
-    _previous = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    try:
-        from deformconv.triton_kernels import backward, forward, launch
-    finally:
-        if _previous is None:
-            del os.environ["TRITON_INTERPRET"]
-        else:
-            os.environ["TRITON_INTERPRET"] = _previous
-    assert launch.INTERPRETED, "the kernel modules were imported before TRITON_INTERPRET=1 was set"
-else:
-    from deformconv.triton_kernels import backward, forward, launch
-
-
-@pytest.fixture(autouse=True)
-def interpreter(monkeypatch):
-    """Keeps TRITON_INTERPRET=1 while a test runs: Triton reads it again in modules it imports lazily."""
-    if DEVICE == "cpu":
-        monkeypatch.setenv("TRITON_INTERPRET", "1")
-
-
-# Largest error allowed, relative to the largest magnitude of the float64 reference result.
-TOLERANCE = {torch.float64: 1e-12, torch.float32: 2e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+from triton_support import (
+    DEVICE,
+    NeededGrads,
+    as_float64,
+    assert_matches,
+    backward,
+    backward_args,
+    check_backward,
+    check_forward,
+    deterministic,
+    forward,
+    forward_args,
+    reference,
+    tensors,
+    triton_backend,
+)
 
 CASES = [
     BASE,
@@ -80,84 +54,6 @@ CASES = [
     Case(batch=1, size=(4, 5), in_channels=32, out_channels=80, offset_groups=2),
     Case(batch=2, size=(4, 5), in_channels=32, out_channels=32, groups=2, offset_groups=4),
 ]
-
-
-def tensors(case: Case, dtype: torch.dtype, seed: int = 0) -> dict[str, torch.Tensor]:
-    """The case's tensors plus ``grad_output``, all in ``dtype`` on ``DEVICE``."""
-    result = case.tensors(torch.float64, seed=seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    result["grad_output"] = torch.randn(case.batch, case.out_channels, *case.out_size, generator=g, dtype=torch.float64)
-    return {name: value.to(DEVICE, dtype) for name, value in result.items()}
-
-
-def forward_args(case: Case, t: dict[str, torch.Tensor], batch_chunk: int = 2) -> tuple:
-    return (
-        t["input"],
-        t["offset"],
-        t.get("mask"),
-        t["weight"],
-        t.get("bias"),
-        case.stride,
-        case.padding,
-        case.dilation,
-        batch_chunk,
-    )
-
-
-def backward_args(case: Case, t: dict[str, torch.Tensor], batch_chunk: int = 2, need=(True, True, True)) -> tuple:
-    return (
-        t["grad_output"],
-        t["input"],
-        t["offset"],
-        t.get("mask"),
-        t["weight"],
-        case.stride,
-        case.padding,
-        case.dilation,
-        batch_chunk,
-        *need,
-    )
-
-
-def as_float64(args: tuple) -> tuple:
-    """The arguments for the reference: float64 on the CPU (no cuBLAS in deterministic mode)."""
-    return tuple(a.double().cpu() if isinstance(a, torch.Tensor) else a for a in args)
-
-
-def assert_matches(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, name: str) -> None:
-    """got (in ``dtype``) equals the float64 ``want`` up to ``TOLERANCE[dtype]`` of its scale."""
-    assert got.shape == want.shape, f"{name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-    assert got.dtype == dtype, f"{name}: dtype {got.dtype} != {dtype}"
-    if want.numel() == 0:
-        return
-    scale = max(1.0, want.abs().max().item())
-    error = (got.double().cpu() - want).abs().max().item()
-    assert error <= TOLERANCE[dtype] * scale, f"{name}: max error {error:.3g} at scale {scale:.3g}"
-
-
-def check_forward(case: Case, dtype: torch.dtype, t: dict[str, torch.Tensor]) -> None:
-    got = forward.deform_conv2d_forward(*forward_args(case, t))
-    assert got.is_contiguous()
-    assert_matches(got, reference.deform_conv2d_forward(*as_float64(forward_args(case, t))), dtype, "output")
-
-
-def check_backward(case: Case, dtype: torch.dtype, t: dict[str, torch.Tensor], batch_chunk: int = 2) -> tuple:
-    got = backward.deform_conv2d_backward(*backward_args(case, t, batch_chunk))
-    want = reference.deform_conv2d_backward(*as_float64(backward_args(case, t, batch_chunk)))
-    for name, g, w in zip(("grad_input", "grad_offset", "grad_mask", "grad_weight"), got, want):
-        assert g.is_contiguous(), name
-        assert_matches(g, w, dtype, name)
-    return got
-
-
-@contextmanager
-def deterministic(mode: bool):
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(mode)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
@@ -184,9 +80,7 @@ def test_column_buffer_forward_matches_reference(case):
     forward.set_forward_strategy("columns")
     try:
         for batch_chunk in (1, 2):
-            got = forward.deform_conv2d_forward(*forward_args(case, t, batch_chunk))
-            want = reference.deform_conv2d_forward(*as_float64(forward_args(case, t)))
-            assert_matches(got, want, torch.float32, f"output (batch_chunk={batch_chunk})")
+            check_forward(case, torch.float32, t, batch_chunk)
     finally:
         forward.set_forward_strategy("implicit")
 
@@ -210,14 +104,10 @@ def test_deterministic_input_gradient_is_bitwise_repeatable():
 
 @pytest.mark.parametrize("need", [(True, False, False), (False, True, False), (False, False, True)])
 def test_only_requested_gradients_are_computed(need):
-    case = BASE
-    t = tensors(case, torch.float32)
-    got = backward.deform_conv2d_backward(*backward_args(case, t, need=need))
-    want = reference.deform_conv2d_backward(*as_float64(backward_args(case, t, need=need)))
+    got = check_backward(BASE, torch.float32, tensors(BASE, torch.float32), need=need)
     wanted = (need[0], need[1], need[1], need[2])
-    for name, g, w, needed in zip(("input", "offset", "mask", "weight"), got, want, wanted):
-        assert (g.numel() > 0) == needed, name
-        assert_matches(g, w, torch.float32, name)
+    for name, g, needed in zip(("input", "offset", "mask", "weight"), got, wanted):
+        assert (g is not None) == needed, name
 
 
 def test_non_finite_offsets_read_zero():
@@ -226,10 +116,8 @@ def test_non_finite_offsets_read_zero():
     offset = t["offset"]
     offset[0, 0, 0, :4] = torch.tensor([float("nan"), float("inf"), float("-inf"), 1e30])
     offset[0, 5, 2, :3] = torch.tensor([float("nan"), float("-inf"), -1e30])
-    out = forward.deform_conv2d_forward(*forward_args(case, t))
-    want = reference.deform_conv2d_forward(*as_float64(forward_args(case, t)))
+    out = check_forward(case, torch.float32, t)
     assert torch.isfinite(out).all()
-    assert_matches(out, want, torch.float32, "output")
     grads = check_backward(case, torch.float32, t)
     assert all(torch.isfinite(g).all() for g in grads)
 
@@ -253,41 +141,42 @@ def test_strided_and_channels_last_inputs():
         torch.testing.assert_close(a, b)
 
 
-@contextmanager
-def triton_backend_on(device_type: str):
-    """Registers the Triton kernels as the backend of ``device_type`` for the duration."""
-    saved = dict(dispatch._available), dict(dispatch._unavailable)
-    dispatch.register_backend(
-        dispatch.Backend(
-            "triton", (device_type,), forward.deform_conv2d_forward, backward.deform_conv2d_backward, priority=10
-        )
-    )
-    try:
-        yield
-    finally:
-        dispatch._available.clear(), dispatch._available.update(saved[0])
-        dispatch._unavailable.clear(), dispatch._unavailable.update(saved[1])
+GRAD_CASE = Case(batch=1, in_channels=2, out_channels=2, size=(3, 4))
+GRAD_INPUTS = ("input", "offset", "mask", "weight", "bias")
 
 
-def test_through_the_op_and_autograd():
-    case = Case(in_channels=8, out_channels=6, groups=2, offset_groups=2)
+def _requests(modulated: bool) -> list[tuple[str, ...]]:
+    names = [n for n in GRAD_INPUTS if modulated or n != "mask"]
+    return [c for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
+
+
+@pytest.mark.parametrize(
+    "modulated,requested",
+    [(m, r) for m in (True, False) for r in _requests(m)],
+    ids=lambda v: "-".join(v) if isinstance(v, tuple) else ("v2" if v else "v1"),
+)
+def test_every_combination_of_requested_gradients_through_the_op(modulated, requested):
+    case = GRAD_CASE.vary(modulated=modulated)
     t = tensors(case, torch.float32)
-    leaves = {k: v.clone().requires_grad_(True) for k, v in t.items() if k != "grad_output"}
-    results = {}
-    for name in ("reference", "triton"):
-        with triton_backend_on(DEVICE), deformconv.use_backend(name):
-            out = deformconv.deform_conv2d(**leaves, **case.params())
-            grads = torch.autograd.grad(out, list(leaves.values()), t["grad_output"])
-        results[name] = (out, *grads)
-    for got, want in zip(results["triton"], results["reference"]):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    leaves = {k: v.clone().requires_grad_(k in requested) for k, v in t.items() if k != "grad_output"}
+    with triton_backend():
+        out = deformconv.deform_conv2d(**leaves, **case.params())
+        grads = torch.autograd.grad(out, [leaves[k] for k in requested], t["grad_output"])
+    want_out = reference.deform_conv2d_forward(*as_float64(forward_args(case, t)))
+    assert_matches(out.detach(), want_out, torch.float32, "output")
+    need = NeededGrads("input" in requested, "offset" in requested or "mask" in requested, "weight" in requested)
+    want = reference.deform_conv2d_backward(*as_float64(backward_args(case, t, need=need)))
+    want_by_name = dict(zip(("input", "offset", "mask", "weight"), want))
+    want_by_name["bias"] = t["grad_output"].double().cpu().sum((0, 2, 3))
+    for name, got in zip(requested, grads):
+        assert_matches(got, want_by_name[name], torch.float32, f"grad {name}")
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="a CUDA device is present")
-def test_register_without_cuda_says_why():
-    from deformconv.triton_kernels import register
+def test_load_without_cuda_says_why():
+    from deformconv.backends import triton as triton_backend_package
 
     with pytest.raises(RuntimeError, match=r"no CUDA device"):
-        register()
+        triton_backend_package.load()
     state = deformconv.backends()["triton"]
     assert state["available"] is False and "CUDA" in state["reason"]

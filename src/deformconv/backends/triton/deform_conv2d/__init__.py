@@ -4,10 +4,13 @@
   sample positions, bilinear corners, the tile product).
 - :mod:`.forward`: implicit-GEMM forward (sampled tiles feed ``tl.dot`` directly, no column
   buffer) and the column-buffer forward (Triton im2col + a cuBLAS matmul).
+- :mod:`.depthwise`: the forward of depthwise layers, many contiguous channels per program.
 - :mod:`.data_grad`: gradients of input, offset and mask.
 - :mod:`.weight_grad`: gradient of the weight (implicit GEMM over output pixels).
 - :mod:`.backward`: the backward kernel's launcher, including the deterministic mode.
-- :mod:`.launch`: block sizes, dtypes and other launch parameters.
+- :mod:`.configs`: tiles, warps and stages per kernel, dtype and GPU family.
+- :mod:`.launch`: dtypes and precision (TF32), argument layouts, the packed-weight cache.
+- :mod:`.health`: the shapes the kernel health check compiles (``../HEALTH.md``).
 """
 
 from deformconv.backends.registry import register_kernel

@@ -18,17 +18,17 @@ import torch
 import triton
 from torch import Tensor
 
+from deformconv.backends.triton.deform_conv2d.configs import config, flat_channel_tiles
 from deformconv.backends.triton.deform_conv2d.data_grad import data_grad_kernel
 from deformconv.backends.triton.deform_conv2d.launch import (
-    BLOCK_P,
     channels_last,
     kernel_weight,
     multiprocessors,
     on_device,
     precision,
-    tiles,
 )
 from deformconv.backends.triton.deform_conv2d.weight_grad import weight_grad_kernel
+from deformconv.backends.triton.runtime import capability, check_pixels, launch
 from deformconv.ops.deform_conv2d.contract import Grads, NeededGrads
 from deformconv.ops.deform_conv2d.geometry import ConvGeometry, accumulation_dtype
 
@@ -60,12 +60,11 @@ def _launch_data_grad(
     if total == 0:
         return
     prec = precision(source.dtype)
-    tile = tiles(shape.channel_run, shape.out_per_group, source.dtype)
+    cfg = config("data_grad", shape.channel_run, shape.out_per_group, source.dtype, capability(source.device))
     # Tensors a configuration does not use are never read; any tensor can stand in.
     spare = offset
     corner_index, corner_weight = corners if corners is not None else (spare, spare)
-    grid = (triton.cdiv(total, BLOCK_P), shape.offset_groups * shape.kernel_points)
-    data_grad_kernel[grid](
+    args = (
         grad_output,
         source,
         offset,
@@ -94,6 +93,8 @@ def _launch_data_grad(
         *offset.stride(),
         *_mask_strides(mask),
         *target_strides,
+    )
+    options = dict(
         HAS_MASK=mask is not None,
         NEED_INPUT=grad_target is not None,
         NEED_OFFSET_MASK=grad_offset is not None,
@@ -101,12 +102,11 @@ def _launch_data_grad(
         ACC=prec.acc,
         IO=prec.io,
         OPERAND=prec.operand,
-        USE_DOT=tile.use_dot,
         DOT_PRECISION=prec.dot_precision,
-        BLOCK_P=BLOCK_P,
-        BLOCK_C=tile.block_c,
-        BLOCK_O=tile.block_o,
+        **cfg.options(),
     )
+    programs = triton.cdiv(total, cfg.block_p) * shape.offset_groups * shape.kernel_points
+    launch(data_grad_kernel, programs, args, options, "pixel tiles * offset groups * kernel points")
 
 
 def _data_grads(
@@ -159,7 +159,9 @@ def _data_grads(
         chunk = slice(start, start + batch_chunk)
         m = min(shape.batch, start + batch_chunk) - start
         columns = torch.empty(m, shape.in_channels, span, dtype=acc, device=device)
-        index = torch.empty(m, shape.offset_groups, 4, span, dtype=torch.int64, device=device)
+        # Zeros, not empty: deterministic mode fills empty tensors anyway, and indices that were
+        # never written (a compile-only launch, see :mod:`.health`) must still be in range.
+        index = torch.zeros(m, shape.offset_groups, 4, span, dtype=torch.int64, device=device)
         corner_weight = torch.empty(m, shape.offset_groups, 4, span, dtype=acc, device=device)
         _launch_data_grad(
             grad_output[chunk],
@@ -199,19 +201,18 @@ def _weight_grad(
     if total == 0:
         return torch.zeros(weight.shape, dtype=acc, device=source.device)
     prec = precision(source.dtype)
-    tile = tiles(shape.channel_run, shape.out_per_group, source.dtype)
-    o_tiles = triton.cdiv(shape.out_per_group, tile.block_o)
-    c_tiles = triton.cdiv(shape.in_per_group, tile.block_c)
+    cfg = config("weight_grad", shape.channel_run, shape.out_per_group, source.dtype, capability(source.device))
+    o_tiles = triton.cdiv(shape.out_per_group, cfg.block_o)
+    c_tiles = triton.cdiv(shape.in_per_group, cfg.block_c)
     programs = o_tiles * c_tiles * shape.kernel_points * shape.groups
-    pixel_tiles = triton.cdiv(total, BLOCK_P)
+    pixel_tiles = triton.cdiv(total, cfg.block_p)
     wanted = triton.cdiv(_WEIGHT_GRAD_OCCUPANCY * multiprocessors(source.device), programs)
     splits = max(1, min(pixel_tiles, wanted))
-    split_size = triton.cdiv(pixel_tiles, splits) * BLOCK_P
+    split_size = triton.cdiv(pixel_tiles, splits) * cfg.block_p
     splits = triton.cdiv(total, split_size)
 
     partial = torch.empty(splits, *weight.shape[:2], shape.kernel_points, dtype=acc, device=source.device)
-    grid = (o_tiles * c_tiles, shape.kernel_points, shape.groups * splits)
-    weight_grad_kernel[grid](
+    args = (
         grad_output,
         source,
         offset,
@@ -236,16 +237,18 @@ def _weight_grad(
         *source.stride(),
         *offset.stride(),
         *_mask_strides(mask),
+    )
+    options = dict(
         HAS_MASK=mask is not None,
+        FLAT=flat_channel_tiles(shape, cfg.block_c),
         ACC=prec.acc,
         IO=prec.io,
         OPERAND=prec.operand,
-        USE_DOT=tile.use_dot,
         DOT_PRECISION=prec.dot_precision,
-        BLOCK_P=BLOCK_P,
-        BLOCK_C=tile.block_c,
-        BLOCK_O=tile.block_o,
+        **cfg.options(),
     )
+    programs = o_tiles * c_tiles * shape.kernel_points * shape.groups * splits
+    launch(weight_grad_kernel, programs, args, options, "channel tiles * kernel points * groups * pixel splits")
     return partial.sum(0).view(weight.shape)
 
 
@@ -268,6 +271,8 @@ def deform_conv2d_backward(
     conv = (*shape.stride, *shape.padding, *shape.dilation)
     need_input, need_offset_mask, need_weight = needed
     batch_chunk = shape.batch_chunk
+    check_pixels("batch * out_h * out_w", shape.batch * shape.out_h * shape.out_w)
+    check_pixels("height * width", shape.height * shape.width)
     with on_device(input.device):
         source = channels_last(input)
         grad_input = grad_offset = grad_mask = grad_weight = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from deformconv.backends.triton.deform_conv2d.launch import UNSPECIALIZED
 from deformconv.backends.triton.deform_conv2d.sampling import (
     bilinear_corners,
     interpolate,
@@ -26,6 +27,7 @@ from deformconv.backends.triton.deform_conv2d.sampling import (
     load_modulation,
     output_pixels,
     sample_position,
+    strided,
     tile_product,
 )
 
@@ -48,7 +50,7 @@ def _store_corner(index_ptr, weight_ptr, at, flat, inside, weight, valid):
     tl.store(weight_ptr + at, tl.where(inside, weight, 0.0), mask=valid)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=UNSPECIALIZED)
 def data_grad_kernel(
     grad_out_ptr,
     input_ptr,
@@ -111,7 +113,7 @@ def data_grad_kernel(
     BLOCK_C: tl.constexpr,
     BLOCK_O: tl.constexpr,
 ):
-    """Grid: (pixel tiles, offset groups * kernel points).
+    """Grid: (pixel tiles * offset groups * kernel points,), the sample point fastest.
 
     ``weight_ptr`` is Tensor[kh*kw, C_in/groups, C_out] (see :func:`launch.kernel_weight`).
     Outputs, ``grad_offset`` (Tensor[N, 2*G*kh*kw, Ho, Wo]) and ``grad_mask``
@@ -125,11 +127,13 @@ def data_grad_kernel(
       index ``y*W + x`` (int64) and bilinear weight of each corner
       (Tensor[N, G, 4, kh*kw, Ho*Wo]; weight 0 for a corner outside the image).
     """
-    point = tl.program_id(1)
+    sample_points = offset_groups * kernel_points
+    point = tl.program_id(0) % sample_points
     og = point // kernel_points
     k = point - og * kernel_points
     tap_y = k // kernel_w
-    n, pixel, oy, ox, valid = output_pixels(tl.program_id(0) * BLOCK_P, total, out_h, out_w, BLOCK_P)
+    start = (tl.program_id(0) // sample_points) * BLOCK_P
+    n, pixel, oy, ox, valid = output_pixels(start, total, out_h, out_w, BLOCK_P)
     image = n.to(tl.int64)
     y, x = sample_position(
         offset_ptr,
@@ -163,7 +167,7 @@ def data_grad_kernel(
     grad_x = tl.zeros([BLOCK_P], dtype=ACC)
     grad_m = tl.zeros([BLOCK_P], dtype=ACC)
     plane = out_h * out_w
-    grad_out_at = image * s_go_n + oy * s_go_h + ox * s_go_w
+    grad_out_at = strided(n, oy, ox, s_go_n, s_go_h, s_go_w)
 
     c_lo = og * in_per_offset_group
     c_hi = c_lo + in_per_offset_group
@@ -180,7 +184,7 @@ def data_grad_kernel(
                 o = group * out_per_group + o0 + tl.arange(0, BLOCK_O)
                 o_valid = o < group * out_per_group + out_per_group
                 grad_out = tl.load(
-                    grad_out_ptr + grad_out_at[:, None] + (o * s_go_c)[None, :],
+                    grad_out_ptr + grad_out_at[:, None] + (o.to(tl.int64) * s_go_c)[None, :],
                     mask=valid[:, None] & o_valid[None, :],
                     other=0.0,
                 )
@@ -217,7 +221,7 @@ def data_grad_kernel(
                 grad_x += tl.sum(grad_col * d_x, axis=1)
             if NEED_INPUT:
                 if DETERMINISTIC:
-                    at = image * s_gi_n + k * plane + pixel
+                    at = image * s_gi_n + k.to(tl.int64) * plane + pixel
                     tl.store(
                         grad_input_ptr + at[:, None] + (c.to(tl.int64) * s_gi_c)[None, :],
                         grad_col,
@@ -251,8 +255,8 @@ def data_grad_kernel(
 
     if NEED_INPUT and DETERMINISTIC:
         step = kernel_points * plane
-        at = (image * offset_groups + og) * 4 * step + k * plane + pixel
-        flat = row * width + col
+        at = (image * offset_groups + og) * 4 * step + k.to(tl.int64) * plane + pixel
+        flat = row.to(tl.int64) * width + col
         _store_corner(corner_index_ptr, corner_weight_ptr, at, flat, top & left, hy * hx, valid)
         _store_corner(corner_index_ptr, corner_weight_ptr, at + step, flat + 1, top & right, hy * lx, valid)
         _store_corner(corner_index_ptr, corner_weight_ptr, at + 2 * step, flat + width, bottom & left, ly * hx, valid)

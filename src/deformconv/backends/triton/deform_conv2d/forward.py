@@ -4,9 +4,10 @@ Two strategies compute the same result:
 
 - ``"implicit"`` (default): each program owns a tile of output pixels (of the whole batch,
   ``N*Ho*Wo`` in one dimension) by a tile of output channels of one group. It loops over the
-  offset groups of its channels, the kernel points and the channel tiles, samples the input
-  tile on the fly and feeds it to ``tl.dot`` with the matching weight tile. No column buffer is
-  written, so ``batch_chunk`` does not apply.
+  kernel points and channel tiles of its group (one flat loop when no channel tile straddles
+  two offset groups, e.g. with one offset group), samples the input tile on the fly and feeds
+  it to ``tl.dot`` with the matching weight tile. No column buffer is written, so
+  ``batch_chunk`` does not apply. Depthwise layers run :mod:`.depthwise` instead.
 - ``"columns"``: a Triton kernel samples ``batch_chunk`` images into a column buffer
   (Tensor[C_in*kh*kw, n*Ho*Wo], input dtype), then ``torch.matmul`` multiplies it per group.
 
@@ -24,13 +25,15 @@ import triton.language as tl
 from torch import Tensor
 
 from deformconv import config
+from deformconv.backends.triton.deform_conv2d.configs import config as launch_config
+from deformconv.backends.triton.deform_conv2d.configs import flat_channel_tiles
+from deformconv.backends.triton.deform_conv2d.depthwise import depthwise_forward
 from deformconv.backends.triton.deform_conv2d.launch import (
-    BLOCK_P,
+    UNSPECIALIZED,
     channels_last,
     kernel_weight,
     on_device,
     precision,
-    tiles,
 )
 from deformconv.backends.triton.deform_conv2d.sampling import (
     bilinear_corners,
@@ -41,6 +44,7 @@ from deformconv.backends.triton.deform_conv2d.sampling import (
     sample_position,
     tile_product,
 )
+from deformconv.backends.triton.runtime import capability, check_pixels, launch
 from deformconv.ops.deform_conv2d.geometry import ConvGeometry
 
 FORWARD_STRATEGIES = ("implicit", "columns")
@@ -68,6 +72,39 @@ set_forward_strategy(config.environment_value("DEFORMCONV_TRITON_FORWARD") or "i
 
 
 @triton.jit
+def _accumulate_tile(
+    acc, input_ptr, offset_ptr, mask_ptr, weight_ptr, n, oy, ox, valid, image, o_global, o_valid,
+    c0, c_stop, c_begin, k, og, height, width, out_channels, in_per_group, kernel_w, kernel_points,
+    stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s_in_c, s_in_h, s_in_w,
+    s_off_n, s_off_c, s_off_h, s_off_w, s_m_n, s_m_c, s_m_h, s_m_w,
+    HAS_MASK: tl.constexpr, ACC: tl.constexpr, IO: tl.constexpr, OPERAND: tl.constexpr,
+    USE_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    """``acc`` plus the product of channels ``[c0, min(c0 + BLOCK_C, c_stop))`` (one offset group
+    ``og``) sampled at kernel point ``k`` with their weight rows."""
+    tap_y = k // kernel_w
+    point = og * kernel_points + k
+    y, x = sample_position(
+        offset_ptr, n, oy, ox, valid, point, tap_y, k - tap_y * kernel_w, s_off_n, s_off_c, s_off_h, s_off_w,
+        stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, ACC,
+    )  # fmt: skip
+    row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
+    corner = image + row.to(tl.int64) * s_in_h + col.to(tl.int64) * s_in_w
+    c = c0 + tl.arange(0, BLOCK_C)
+    c_valid = c < c_stop
+    v00, v01, v10, v11 = load_corners(
+        input_ptr, corner, c.to(tl.int64) * s_in_c, c_valid, s_in_h, s_in_w, top, bottom, left, right, ACC
+    )
+    sampled = interpolate(v00, v01, v10, v11, ly, lx)
+    if HAS_MASK:
+        modulation = load_modulation(mask_ptr, n, oy, ox, valid, point, s_m_n, s_m_c, s_m_h, s_m_w, ACC)
+        sampled = sampled * modulation[:, None]
+    w_rows = (k * in_per_group + c - c_begin).to(tl.int64) * out_channels
+    w = tl.load(weight_ptr + w_rows[:, None] + o_global[None, :], mask=c_valid[:, None] & o_valid[None, :], other=0.0)
+    return tile_product(sampled, w, acc, IO, OPERAND, USE_DOT, DOT_PRECISION)
+
+
+@triton.jit(do_not_specialize=UNSPECIALIZED)
 def _implicit_forward_kernel(
     input_ptr,
     offset_ptr,
@@ -106,6 +143,7 @@ def _implicit_forward_kernel(
     s_m_w,
     HAS_MASK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    FLAT: tl.constexpr,
     ACC: tl.constexpr,
     IO: tl.constexpr,
     OPERAND: tl.constexpr,
@@ -117,12 +155,18 @@ def _implicit_forward_kernel(
 ):
     """out[p, o] = sum over (c, k) of sampled[p, c, k] * weight[k, c, o], for one group.
 
-    Grid: (pixel tiles, output-channel tiles, groups). ``weight_ptr`` is
-    Tensor[kh*kw, C_in/groups, C_out] (see :func:`launch.kernel_weight`).
+    Grid: (groups * pixel tiles * output-channel tiles,), the output-channel tile fastest, so
+    that programs which sample the same pixels run side by side and share the gathers in L2.
+    ``weight_ptr`` is Tensor[kh*kw, C_in/groups, C_out] (see :func:`launch.kernel_weight`).
+    ``FLAT``: no channel tile of a group straddles two offset groups (see :func:`.configs.flat_channel_tiles`).
     """
-    group = tl.program_id(2)
-    n, pixel, oy, ox, valid = output_pixels(tl.program_id(0) * BLOCK_P, total, out_h, out_w, BLOCK_P)
-    o = tl.program_id(1) * BLOCK_O + tl.arange(0, BLOCK_O)
+    o_tiles = tl.cdiv(out_per_group, BLOCK_O)
+    pixel_tiles = tl.cdiv(total, BLOCK_P)
+    o_tile = tl.program_id(0) % o_tiles
+    tile = (tl.program_id(0) // o_tiles) % pixel_tiles
+    group = tl.program_id(0) // (o_tiles * pixel_tiles)
+    n, pixel, oy, ox, valid = output_pixels(tile * BLOCK_P, total, out_h, out_w, BLOCK_P)
+    o = o_tile * BLOCK_O + tl.arange(0, BLOCK_O)
     o_valid = o < out_per_group
     o_global = group * out_per_group + o
     image = n.to(tl.int64) * s_in_n
@@ -130,73 +174,43 @@ def _implicit_forward_kernel(
     acc = tl.zeros([BLOCK_P, BLOCK_O], dtype=ACC)
     c_begin = group * in_per_group
     c_end = c_begin + in_per_group
-    # The group's channels split into runs that share one offset group.
-    for og in range(c_begin // in_per_offset_group, (c_end - 1) // in_per_offset_group + 1):
-        lo = tl.maximum(c_begin, og * in_per_offset_group)
-        hi = tl.minimum(c_end, og * in_per_offset_group + in_per_offset_group)
-        for k in range(kernel_points):
-            tap_y = k // kernel_w
-            point = og * kernel_points + k
-            y, x = sample_position(
-                offset_ptr,
-                n,
-                oy,
-                ox,
-                valid,
-                point,
-                tap_y,
-                k - tap_y * kernel_w,
-                s_off_n,
-                s_off_c,
-                s_off_h,
-                s_off_w,
-                stride_h,
-                stride_w,
-                pad_h,
-                pad_w,
-                dil_h,
-                dil_w,
-                ACC,
-            )
-            row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
-            corner = image + row.to(tl.int64) * s_in_h + col.to(tl.int64) * s_in_w
-            if HAS_MASK:
-                modulation = load_modulation(mask_ptr, n, oy, ox, valid, point, s_m_n, s_m_c, s_m_h, s_m_w, ACC)
-            for c0 in range(lo, hi, BLOCK_C):
-                c = c0 + tl.arange(0, BLOCK_C)
-                c_valid = c < hi
-                v00, v01, v10, v11 = load_corners(
-                    input_ptr,
-                    corner,
-                    c.to(tl.int64) * s_in_c,
-                    c_valid,
-                    s_in_h,
-                    s_in_w,
-                    top,
-                    bottom,
-                    left,
-                    right,
-                    ACC,
-                )
-                sampled = interpolate(v00, v01, v10, v11, ly, lx)
-                if HAS_MASK:
-                    sampled = sampled * modulation[:, None]
-                w_rows = (k * in_per_group + c - c_begin).to(tl.int64) * out_channels
-                w = tl.load(
-                    weight_ptr + w_rows[:, None] + o_global[None, :],
-                    mask=c_valid[:, None] & o_valid[None, :],
-                    other=0.0,
-                )
-                acc = tile_product(sampled, w, acc, IO, OPERAND, USE_DOT, DOT_PRECISION)
+    if FLAT:
+        # No channel tile straddles offset groups: one loop over (kernel point, channel tile),
+        # the longest loop Triton can pipeline, with the sample positions found per step.
+        c_tiles = tl.cdiv(in_per_group, BLOCK_C)
+        for step in range(kernel_points * c_tiles):
+            k = step // c_tiles
+            c0 = c_begin + (step - k * c_tiles) * BLOCK_C
+            acc = _accumulate_tile(
+                acc, input_ptr, offset_ptr, mask_ptr, weight_ptr, n, oy, ox, valid, image, o_global, o_valid,
+                c0, c_end, c_begin, k, c0 // in_per_offset_group, height, width, out_channels, in_per_group,
+                kernel_w, kernel_points, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s_in_c, s_in_h, s_in_w,
+                s_off_n, s_off_c, s_off_h, s_off_w, s_m_n, s_m_c, s_m_h, s_m_w,
+                HAS_MASK, ACC, IO, OPERAND, USE_DOT, DOT_PRECISION, BLOCK_C,
+            )  # fmt: skip
+    else:
+        # The group's channels split into runs that share one offset group.
+        for og in range(c_begin // in_per_offset_group, (c_end - 1) // in_per_offset_group + 1):
+            lo = tl.maximum(c_begin, og * in_per_offset_group)
+            hi = tl.minimum(c_end, og * in_per_offset_group + in_per_offset_group)
+            for k in range(kernel_points):
+                for c0 in range(lo, hi, BLOCK_C):
+                    acc = _accumulate_tile(
+                        acc, input_ptr, offset_ptr, mask_ptr, weight_ptr, n, oy, ox, valid, image, o_global,
+                        o_valid, c0, hi, c_begin, k, og, height, width, out_channels, in_per_group, kernel_w,
+                        kernel_points, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, s_in_c, s_in_h, s_in_w,
+                        s_off_n, s_off_c, s_off_h, s_off_w, s_m_n, s_m_c, s_m_h, s_m_w,
+                        HAS_MASK, ACC, IO, OPERAND, USE_DOT, DOT_PRECISION, BLOCK_C,
+                    )  # fmt: skip
 
     if HAS_BIAS:
         acc += tl.load(bias_ptr + o_global, mask=o_valid, other=0.0).to(ACC)[None, :]
     plane = out_h * out_w
-    out = out_ptr + (n.to(tl.int64) * out_channels * plane + pixel)[:, None] + (o_global * plane)[None, :]
+    out = out_ptr + (n.to(tl.int64) * out_channels * plane + pixel)[:, None] + (o_global.to(tl.int64) * plane)[None, :]
     tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=valid[:, None] & o_valid[None, :])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=UNSPECIALIZED)
 def _columns_kernel(
     input_ptr,
     offset_ptr,
@@ -210,6 +224,7 @@ def _columns_kernel(
     in_per_offset_group,
     kernel_w,
     kernel_points,
+    sample_points,
     stride_h,
     stride_w,
     pad_h,
@@ -235,11 +250,12 @@ def _columns_kernel(
 ):
     """columns[c*kh*kw + k, p] = sampled (and modulated) input channel c at kernel point k.
 
-    Grid: (pixel tiles, offset groups * kernel points).
+    Grid: (pixel tiles * offset groups * kernel points,), the sample point fastest.
     """
-    og = tl.program_id(1) // kernel_points
-    k = tl.program_id(1) - og * kernel_points
-    start = tl.program_id(0) * BLOCK_P
+    point = tl.program_id(0) % sample_points
+    og = point // kernel_points
+    k = point - og * kernel_points
+    start = (tl.program_id(0) // sample_points) * BLOCK_P
     n, pixel, oy, ox, valid = output_pixels(start, total, out_h, out_w, BLOCK_P)
     p = start + tl.arange(0, BLOCK_P)
     tap_y = k // kernel_w
@@ -249,7 +265,7 @@ def _columns_kernel(
         oy,
         ox,
         valid,
-        tl.program_id(1),
+        point,
         tap_y,
         k - tap_y * kernel_w,
         s_off_n,
@@ -267,7 +283,7 @@ def _columns_kernel(
     row, col, ly, lx, top, bottom, left, right = bilinear_corners(y, x, height, width, valid)
     corner = n.to(tl.int64) * s_in_n + row.to(tl.int64) * s_in_h + col.to(tl.int64) * s_in_w
     if HAS_MASK:
-        modulation = load_modulation(mask_ptr, n, oy, ox, valid, tl.program_id(1), s_m_n, s_m_c, s_m_h, s_m_w, ACC)
+        modulation = load_modulation(mask_ptr, n, oy, ox, valid, point, s_m_n, s_m_c, s_m_h, s_m_w, ACC)
     lo = og * in_per_offset_group
     hi = lo + in_per_offset_group
     for c0 in range(lo, hi, BLOCK_C):
@@ -294,7 +310,7 @@ def _mask_args(mask: Tensor | None, offset: Tensor) -> tuple[Tensor, tuple[int, 
     return mask, mask.stride()
 
 
-def _implicit_forward(
+def implicit_forward(
     input: Tensor,
     offset: Tensor,
     mask: Tensor | None,
@@ -307,12 +323,14 @@ def _implicit_forward(
     total = shape.batch * shape.out_h * shape.out_w
     if total == 0:
         return out
+    check_pixels("batch * out_h * out_w", total)
     source = channels_last(input)
     prec = precision(input.dtype)
-    tile = tiles(shape.channel_run, shape.out_per_group, input.dtype)
+    cfg = launch_config("forward", shape.channel_run, shape.out_per_group, input.dtype, capability(input.device))
     mask_t, mask_strides = _mask_args(mask, offset)
-    grid = (triton.cdiv(total, BLOCK_P), triton.cdiv(shape.out_per_group, tile.block_o), shape.groups)
-    _implicit_forward_kernel[grid](
+    o_tiles = triton.cdiv(shape.out_per_group, cfg.block_o)
+    programs = shape.groups * triton.cdiv(total, cfg.block_p) * o_tiles
+    args = (
         source,
         offset,
         mask_t,
@@ -339,17 +357,18 @@ def _implicit_forward(
         *source.stride(),
         *offset.stride(),
         *mask_strides,
+    )
+    options = dict(
         HAS_MASK=mask is not None,
         HAS_BIAS=bias is not None,
+        FLAT=flat_channel_tiles(shape, cfg.block_c),
         ACC=prec.acc,
         IO=prec.io,
         OPERAND=prec.operand,
-        USE_DOT=tile.use_dot,
         DOT_PRECISION=prec.dot_precision,
-        BLOCK_P=BLOCK_P,
-        BLOCK_C=tile.block_c,
-        BLOCK_O=tile.block_o,
+        **cfg.options(),
     )
+    launch(_implicit_forward_kernel, programs, args, options, "groups * pixel tiles * output-channel tiles")
     return out
 
 
@@ -382,11 +401,12 @@ def sample_columns(
     columns = torch.empty(in_channels * points, total, dtype=input.dtype, device=input.device)
     if total == 0:
         return columns
+    check_pixels("batch * out_h * out_w", total)
     source = channels_last(input)
     per_offset_group = in_channels // offset_groups
-    block_c = max(2, min(32, triton.next_power_of_2(per_offset_group)))
+    cfg = launch_config("columns", per_offset_group, 1, input.dtype, capability(input.device))
     mask_t, mask_strides = _mask_args(mask, offset)
-    _columns_kernel[(triton.cdiv(total, BLOCK_P), offset_groups * points)](
+    args = (
         source,
         offset,
         mask_t,
@@ -399,6 +419,7 @@ def sample_columns(
         per_offset_group,
         kernel[1],
         points,
+        offset_groups * points,
         stride[0],
         stride[1],
         padding[0],
@@ -408,11 +429,16 @@ def sample_columns(
         *source.stride(),
         *offset.stride(),
         *mask_strides,
+    )
+    options = dict(
         HAS_MASK=mask is not None,
         ACC=precision(input.dtype).acc,
-        BLOCK_P=BLOCK_P,
-        BLOCK_C=block_c,
+        BLOCK_P=cfg.block_p,
+        BLOCK_C=cfg.block_c,
+        **cfg.launch_options(),
     )
+    programs = triton.cdiv(total, cfg.block_p) * offset_groups * points
+    launch(_columns_kernel, programs, args, options, "pixel tiles * offset groups * kernel points")
     return columns
 
 
@@ -459,4 +485,6 @@ def deform_conv2d_forward(
     with on_device(input.device):
         if _strategy == "columns":
             return _columns_forward(input, offset, mask, weight, bias, geometry)
-        return _implicit_forward(input, offset, mask, weight, bias, geometry)
+        if geometry.depthwise:
+            return depthwise_forward(input, offset, mask, weight, bias, geometry)
+        return implicit_forward(input, offset, mask, weight, bias, geometry)

@@ -1,19 +1,17 @@
-"""Launch parameters shared by the Triton launchers: dtypes, tile sizes, grid helpers.
+"""What the launchers share: dtypes and precision, argument layouts, the device to launch on.
 
-The tile sizes are fixed heuristics, not autotuned: ``triton.autotune`` would time every
-candidate configuration, also in the interpreter (``TRITON_INTERPRET=1``) that runs the test
-suite without a GPU. They have not been tuned on a GPU.
+Tile sizes and launch options are in :mod:`.configs`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import triton
 import triton.language as tl
 
 _TL_DTYPES = {
@@ -22,15 +20,6 @@ _TL_DTYPES = {
     torch.float16: tl.float16,
     torch.bfloat16: tl.bfloat16,
 }
-
-# Pixels per program. Output pixels of the whole batch form one dimension (N*Ho*Wo).
-BLOCK_P = 64
-# tl.dot needs every tile dimension >= 16; narrower channel counts use broadcast-and-sum.
-_MIN_DOT = 16
-_MAX_DOT_C = 32
-_MAX_DOT_O = 64
-_MAX_FMA_C = 8
-_MAX_FMA_O = 16
 
 # Triton decides when a kernel is decorated whether it runs in its CPU interpreter
 # (TRITON_INTERPRET=1, how the test suite runs without a GPU); this module is imported just
@@ -46,14 +35,31 @@ class Precision:
         acc: accumulation dtype (float64 for float64 input, float32 otherwise).
         io: the input dtype; ``tl.dot`` operands are rounded to it.
         operand: dtype of the ``tl.dot`` operands (the input dtype: tensor cores for halves).
-        dot_precision: ``input_precision`` of ``tl.dot`` for float32 operands: ``"tf32"`` only
-            when PyTorch allows TF32 matmuls (``torch.backends.cuda.matmul.allow_tf32``).
+        dot_precision: ``input_precision`` of ``tl.dot`` for float32 operands: ``"ieee"`` (exact
+            float32 products, torchvision's numbers) unless the user allows TF32 matmuls (see
+            :func:`tf32_enabled`).
     """
 
     acc: tl.dtype
     io: tl.dtype
     operand: tl.dtype
     dot_precision: str
+
+
+def tf32_enabled() -> bool:
+    """Whether the user allows TF32 for float32 matmuls, through the API this PyTorch offers.
+
+    From PyTorch 2.9 on the setting is ``torch.backends.cuda.matmul.fp32_precision`` (``"tf32"``
+    or ``"ieee"``; it also reflects ``torch.backends.fp32_precision`` and the legacy
+    ``allow_tf32``). Once a user sets it, *reading* the legacy ``allow_tf32`` raises, so the
+    legacy flag is read only on a PyTorch without the new attribute. Both default to exact IEEE
+    float32, and so do the kernels.
+    """
+    matmul = torch.backends.cuda.matmul
+    new_api = getattr(matmul, "fp32_precision", None)
+    if new_api is not None:
+        return new_api == "tf32"
+    return bool(matmul.allow_tf32)
 
 
 def precision(dtype: torch.dtype) -> Precision:
@@ -65,44 +71,16 @@ def precision(dtype: torch.dtype) -> Precision:
         # The interpreter multiplies bfloat16 tiles as raw 16-bit integers; the operands are
         # still rounded to bfloat16 by the kernel, then widened exactly to float32.
         operand = tl.float32
-    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    tf32 = dtype == torch.float32 and tf32_enabled()
     return Precision(acc=acc, io=io, operand=operand, dot_precision="tf32" if tf32 else "ieee")
 
 
-@dataclass(frozen=True)
-class Tiles:
-    """Tile sizes of the channel dimensions of a kernel.
-
-    Attributes:
-        block_c: input channels per tile (within one group and one offset group).
-        block_o: output channels per tile (within one group).
-        use_dot: ``tl.dot`` when both are >= 16, broadcast-and-sum otherwise.
-    """
-
-    block_c: int
-    block_o: int
-    use_dot: bool
-
-
-def tiles(in_width: int, out_per_group: int, dtype: torch.dtype) -> Tiles:
-    """Tile sizes for ``in_width`` contiguous input channels and ``out_per_group`` outputs.
-
-    Args:
-        in_width: input channels that share a group and an offset group (the widest run a
-            channel tile can cover without mixing offsets or weights).
-        out_per_group: output channels per group.
-        dtype: the input dtype. float64 always broadcasts and sums: its ``tl.dot`` tiles need
-            more shared memory than some GPUs have (180 KB for the forward on sm_90), and
-            float64 is for accuracy, not speed.
-    """
-    if dtype != torch.float64 and min(in_width, out_per_group) >= _MIN_DOT:
-        block_c = min(_MAX_DOT_C, triton.next_power_of_2(in_width))
-        block_o = min(_MAX_DOT_O, triton.next_power_of_2(out_per_group))
-        return Tiles(block_c, block_o, True)
-    # Blocks of at least 2 lanes keep every tensor a true 2-d/3-d block.
-    block_c = max(2, min(_MAX_FMA_C, triton.next_power_of_2(in_width)))
-    block_o = max(2, min(_MAX_FMA_O, triton.next_power_of_2(out_per_group)))
-    return Tiles(block_c, block_o, False)
+# Integer arguments that only bound loops and masks, or scale the batch index: Triton would
+# otherwise compile a variant per value class (== 1, divisible by 16) of each, for every image
+# size a model meets. Channel counts and the strides of the input and of the input gradient
+# stay specialised: their divisibility (by 16, from the channel count) is what lets the compiler
+# prove the alignment of the vector loads, asynchronous copies and atomics along channels.
+UNSPECIALIZED = ("total", "split_size", "height", "width", "s_off_n", "s_m_n", "s_go_n")
 
 
 def multiprocessors(device: torch.device) -> int:
@@ -122,15 +100,49 @@ def on_device(device: torch.device) -> Iterator[None]:
         yield
 
 
-def kernel_weight(weight: torch.Tensor) -> torch.Tensor:
-    """weight (Tensor[C_out, C_in/groups, kh, kw]) as Tensor[kh*kw, C_in/groups, C_out], contiguous.
-
-    Output channels are innermost so that a weight tile loads along contiguous memory.
-    """
+def _pack_weight(weight: torch.Tensor) -> torch.Tensor:
     out_channels, in_per_group, kernel_h, kernel_w = weight.shape
     return weight.permute(2, 3, 1, 0).reshape(kernel_h * kernel_w, in_per_group, out_channels).contiguous()
 
 
+@dataclass
+class _Packed:
+    weight: weakref.ref
+    version: int
+    packed: torch.Tensor
+
+
+# Packed weights by id() of the weight they were made from, while that weight lives.
+_packed: dict[int, _Packed] = {}
+
+
+def kernel_weight(weight: torch.Tensor) -> torch.Tensor:
+    """weight (Tensor[C_out, C_in/groups, kh, kw]) as Tensor[kh*kw, C_in/groups, C_out], contiguous.
+
+    Output channels are innermost so that a weight tile loads along contiguous memory. The
+    packed copy is kept while ``weight`` lives and reused until ``weight`` changes (its version
+    counter, bumped by every in-place update such as an optimizer step), so a layer's forward
+    and backward pack its weight once per update, not once per call.
+    """
+    try:
+        version = weight._version
+    except RuntimeError:  # inference tensors have no version counter: nothing tells when they change
+        return _pack_weight(weight)
+    key = id(weight)
+    entry = _packed.get(key)
+    if entry is not None and entry.weight() is weight and entry.version == version:
+        return entry.packed
+    packed = _pack_weight(weight)
+    _packed[key] = _Packed(weakref.ref(weight, lambda _, key=key: _packed.pop(key, None)), version, packed)
+    return packed
+
+
 def channels_last(input: torch.Tensor) -> torch.Tensor:
-    """input in channels-last memory, so a corner tile reads contiguous channels of one pixel."""
+    """input with the channels of a pixel contiguous, so that a corner tile reads contiguous memory.
+
+    The kernels read the input through its strides: a tensor whose channel stride is already 1
+    (channels-last, or any view with channels innermost) is passed through without a copy.
+    """
+    if input.stride(1) == 1 or input.shape[1] == 1:
+        return input
     return input.contiguous(memory_format=torch.channels_last)

@@ -33,6 +33,16 @@ def output_pixels(start, total, out_h, out_w, BLOCK_P: tl.constexpr):
 
 
 @triton.jit
+def strided(n, oy, ox, s_n, s_h, s_w):
+    """Element offset ``n*s_n + oy*s_h + ox*s_w`` (int64) of output pixels in a strided tensor.
+
+    Every product is 64-bit: one image of a tensor may hold more than 2^31 elements, and a
+    view may have strides that large.
+    """
+    return n.to(tl.int64) * s_n + oy.to(tl.int64) * s_h + ox.to(tl.int64) * s_w
+
+
+@triton.jit
 def sample_position(
     offset_ptr,
     n,
@@ -65,9 +75,9 @@ def sample_position(
     Returns:
         (y, x): Tensor[BLOCK_P] in ``ACC``.
     """
-    base = offset_ptr + n.to(tl.int64) * s_off_n + oy * s_off_h + ox * s_off_w
-    dy = tl.load(base + (2 * point_channel) * s_off_c, mask=valid, other=0.0).to(ACC)
-    dx = tl.load(base + (2 * point_channel + 1) * s_off_c, mask=valid, other=0.0).to(ACC)
+    base = offset_ptr + strided(n, oy, ox, s_off_n, s_off_h, s_off_w) + (2 * point_channel).to(tl.int64) * s_off_c
+    dy = tl.load(base, mask=valid, other=0.0).to(ACC)
+    dx = tl.load(base + s_off_c, mask=valid, other=0.0).to(ACC)
     y = (oy * stride_h - pad_h + tap_y * dil_h).to(ACC) + dy
     x = (ox * stride_w - pad_w + tap_x * dil_w).to(ACC) + dx
     return y, x
@@ -76,7 +86,7 @@ def sample_position(
 @triton.jit
 def load_modulation(mask_ptr, n, oy, ox, valid, point_channel, s_m_n, s_m_c, s_m_h, s_m_w, ACC: tl.constexpr):
     """The mask (Tensor[N, G*kh*kw, Ho, Wo]) at channel ``point_channel`` for a tile of pixels."""
-    ptr = mask_ptr + n.to(tl.int64) * s_m_n + point_channel * s_m_c + oy * s_m_h + ox * s_m_w
+    ptr = mask_ptr + strided(n, oy, ox, s_m_n, s_m_h, s_m_w) + point_channel.to(tl.int64) * s_m_c
     return tl.load(ptr, mask=valid, other=0.0).to(ACC)
 
 
