@@ -10,7 +10,7 @@ from deformconv.nn import (
     convert_to_deformable,
     offset_param_groups,
 )
-from deformconv.ops import deform_conv2d, get_im2col_budget, im2col_budget, set_im2col_budget
+from deformconv.ops import dcnv3, dcnv4, deform_conv2d, get_im2col_budget, im2col_budget, set_im2col_budget
 
 __version__ = "0.1.0"
 
@@ -19,6 +19,8 @@ load_backends()
 __all__ = [
     "backends",
     "convert_to_deformable",
+    "dcnv3",
+    "dcnv4",
     "deform_conv2d",
     "DeformConv2d",
     "DeformConv2dPack",
