@@ -65,7 +65,7 @@ def test_gradcheck(backend, name):
     case = dataclasses.replace(CASES[name], batch=1)
     tensors = [t.requires_grad_() for t in make_inputs(case, spread=1.5)]
     with deformconv.use_backend(backend):
-        assert torch.autograd.gradcheck(lambda *t: run(*t, case), tensors, eps=1e-6, atol=1e-5)
+        assert torch.autograd.gradcheck(lambda *t: run(*t, case), tensors, eps=1e-6, atol=1e-5, fast_mode=True)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -260,3 +260,23 @@ def test_random_configurations_match_oracle(
     case = DCNCase(1, (5, 5), group, group_channels, kernel, stride, padding, dilation, offset_scale, remove_center)
     tensors = make_inputs(case)
     assert_close_to_scale(run(*tensors, case), dcnv3_oracle(*tensors, case), 1e-10)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_backward_is_deterministic_whatever_the_thread_count(backend, dtype):
+    case = DCNCase(batch=1, size=(12, 12), group=1, group_channels=32)  # few tasks: channels get split
+    tensors = [t.to(dtype).requires_grad_() for t in make_inputs(case, spread=3.0)]
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 1):
+            torch.set_num_threads(count)
+            with deformconv.use_backend(backend):
+                out = run(*tensors, case)
+                results.append(torch.autograd.grad(out, tensors, torch.ones_like(out)))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        for got, want in zip(other, results[0]):
+            assert torch.equal(got, want)

@@ -60,6 +60,12 @@ def kernel_taps(kernel: Pair, dilation: Pair, remove_center: bool) -> list[tuple
     ]
 
 
+def kernel_origin(kernel: Pair, dilation: Pair, padding: Pair) -> tuple[int, int]:
+    """``(x, y)`` of the kernel centre for output pixel (0, 0): ``dilation*(kernel-1)//2 - pad``."""
+    (kh, kw), (dh, dw) = kernel, dilation
+    return (dw * (kw - 1) // 2 - padding[1], dh * (kh - 1) // 2 - padding[0])
+
+
 @dataclass(frozen=True)
 class DCNGeometry:
     """Sizes and hyper-parameters of one DCNv3 or DCNv4 call.
@@ -108,8 +114,7 @@ class DCNGeometry:
     @property
     def origin(self) -> tuple[int, int]:
         """``(x, y)`` of the kernel centre for output pixel (0, 0); output pixels step by the stride."""
-        (kh, kw), (dh, dw) = self.kernel, self.dilation
-        return (dw * (kw - 1) // 2 - self.padding[1], dh * (kh - 1) // 2 - self.padding[0])
+        return kernel_origin(self.kernel, self.dilation, self.padding)
 
     @property
     def accumulation_dtype(self) -> torch.dtype:
