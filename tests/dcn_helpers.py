@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from deformconv.bench_dcn import pytorch_formulation
+
 
 @dataclass(frozen=True)
 class DCNCase:
@@ -144,35 +146,8 @@ def dcnv3_oracle(input: Tensor, offset: Tensor, mask: Tensor, case: DCNCase) -> 
 
 
 def dcnv3_grid_sample(input: Tensor, offset: Tensor, mask: Tensor, case: DCNCase) -> Tensor:
-    """The official pure-PyTorch formulation (``dcnv3_core_pytorch``), re-derived: ``grid_sample`` on the padded input.
+    """The official pure-PyTorch formulation (``grid_sample`` on the padded input) of one case.
 
-    Reference points at the dilated kernel's centre + 0.5 and taps are normalised by the padded
-    size; ``grid_sample(align_corners=False, padding_mode="zeros")`` then reads pixel
-    ``loc*size - 0.5``. Differentiable by autograd. The official code pads W by ``pad_h`` and H by
-    ``pad_w``, so tests use equal pads.
+    The official code pads W by ``pad_h`` and H by ``pad_w``, so tests compare with equal pads.
     """
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = case.kernel, case.stride, case.padding, case.dilation
-    group, channels, points = case.group, case.group_channels, case.points
-    padded = F.pad(input, (0, 0, pw, pw, ph, ph))
-    batch, height, width, _ = padded.shape
-    _, out_h, out_w, _ = offset.shape
-    cy, cx = dh * (kh - 1) // 2, dw * (kw - 1) // 2
-    ref_x = (cx + 0.5 + torch.arange(out_w, dtype=input.dtype) * sw) / width
-    ref_y = (cy + 0.5 + torch.arange(out_h, dtype=input.dtype) * sh) / height
-    taps = [(i * dw - cx, j * dh - cy) for i in range(kw) for j in range(kh)]
-    if case.remove_center:
-        del taps[(kh * kw - 1) // 2]
-    taps = torch.tensor(taps, dtype=input.dtype) / torch.tensor([width, height], dtype=input.dtype)
-    ref = torch.stack(torch.broadcast_tensors(ref_x[None, :], ref_y[:, None]), -1)  # [Ho, Wo, 2]
-    loc = ref[None, :, :, None, None] + taps * case.offset_scale
-    norm = torch.tensor([width, height], dtype=input.dtype)
-    loc = loc + offset.view(batch, out_h, out_w, group, points, 2) * case.offset_scale / norm
-    grid = (2 * loc - 1).view(batch, out_h * out_w, group, points, 2).transpose(1, 2).flatten(0, 1)
-    image = padded.view(batch, height * width, group * channels).transpose(1, 2)
-    image = image.reshape(batch * group, channels, height, width)
-    sampled = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    weight = (
-        mask.view(batch, out_h * out_w, group, points).transpose(1, 2).reshape(batch * group, 1, out_h * out_w, points)
-    )
-    output = (sampled * weight).sum(-1).view(batch, group * channels, out_h * out_w)
-    return output.transpose(1, 2).reshape(batch, out_h, out_w, -1)
+    return pytorch_formulation(input, offset, mask, *case.op_args()[:-1])

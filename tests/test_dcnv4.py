@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -157,3 +158,15 @@ def test_random_configurations_match_oracle(kernel, stride, padding, group, remo
     case = DCNCase(1, (5, 4), group, 8, kernel, (stride, stride), (padding, padding), (1, 1), 1.0, remove_center)
     input, offset_mask, offset, mask = inputs(case)
     assert_close_to_scale(run(input, offset_mask, case), dcnv3_oracle(input, offset, mask, case), 1e-10)
+
+
+def test_bench_command_prints_the_table_and_writes_json(tmp_path, capsys):
+    from deformconv.cli import main
+
+    path = tmp_path / "bench.json"
+    argv = ["bench", "--op", "dcnv4", "--batch", "1", "--repeat", "1", "--warmup", "0", "--backends", "cpp"]
+    assert main([*argv, "--no-memory", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| op | impl | forward ms | x pytorch | x dw-conv |" in out
+    rows = {row["impl"]: row for row in json.loads(path.read_text())["results"]}
+    assert {"depthwise-conv", "pytorch"} <= set(rows) and rows["pytorch"]["forward_vs_pytorch"] == 1.0

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import deformconv
+from deformconv import bench_dcn
 from deformconv.measure import interleaved_medians, peak_extra_mb
 
 
@@ -205,6 +206,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(SHAPES),
         help=f"comma-separated names from {', '.join(SHAPES)}, or 'all' (default)",
     )
+    parser.add_argument("--op", choices=["deform_conv2d", "dcnv3", "dcnv4"], default="deform_conv2d")
+    parser.add_argument("--batch", type=int, default=2, help="batch of the dcnv3/dcnv4 shape (default 2)")
     parser.add_argument("--dtype", choices=list(DTYPES), default="float32")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument(
@@ -245,6 +248,9 @@ def run(args: argparse.Namespace) -> int:
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         print(f"deformconv bench: device {args.device!r} asked for, but CUDA is not available")
         return 2
+    if args.op != "deform_conv2d":  # DCNv3 / DCNv4: their own shape and baselines
+        with _threads(args.threads):
+            return bench_dcn.main(args, DTYPES[args.dtype], environment(args))
     with _threads(args.threads):
         env = environment(args)
         print("# " + ", ".join(f"{k}={v}" for k, v in env.items()))

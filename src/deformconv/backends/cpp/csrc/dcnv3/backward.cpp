@@ -5,10 +5,21 @@
 
 #include <algorithm>
 
+#include "channels.h"
 #include "kernels.h"
 
 namespace deformconv::dcn {
 namespace {
+
+// dot[k] = sum over the group's channels of grad_output * input at corner k. A corner outside the
+// image reads pixel 0 and has zero bilinear weights, so its dot product contributes nothing.
+template <typename scalar_t, typename acc_t>
+inline void corner_dots(const Corners<acc_t>& c, const scalar_t* image, const scalar_t* go, int64_t channels,
+                        int64_t depth, acc_t* dot) {
+  const scalar_t* src[4];
+  for (int k = 0; k < 4; ++k) src[k] = image + c.pixel[k] * channels;
+  dots4(go, src, depth, dot);
+}
 
 // Offset and weight gradients: each output pixel's are written by the thread that owns the pixel.
 template <typename scalar_t, typename acc_t>
@@ -29,15 +40,14 @@ void offset_mask_grad(const Geometry& g, const scalar_t* grad_output, const scal
           location(g, oy, ox, p, acc_t(offset[off_at + 2 * p]), acc_t(offset[off_at + 2 * p + 1]), x, y);
           const Corners<acc_t> c = corners(x, y, g.height, g.width);
           acc_t grad_w = 0, grad_x = 0, grad_y = 0;
-          for (int k = 0; k < 4 && c.any; ++k) {
-            if (!c.valid[k]) continue;
-            const scalar_t* src = image + c.pixel[k] * g.channels + grp * depth;
-            acc_t dot = 0;
-#pragma omp simd reduction(+ : dot)
-            for (int64_t d = 0; d < depth; ++d) dot += acc_t(go[d]) * acc_t(src[d]);
-            grad_w += c.weight[k] * dot;
-            grad_x += c.weight_dx[k] * dot;
-            grad_y += c.weight_dy[k] * dot;
+          if (c.any) {
+            acc_t dot[4];
+            corner_dots(c, image + grp * depth, go, g.channels, depth, dot);
+            for (int k = 0; k < 4; ++k) {
+              grad_w += c.weight[k] * dot[k];
+              grad_x += c.weight_dx[k] * dot[k];
+              grad_y += c.weight_dy[k] * dot[k];
+            }
           }
           const acc_t m = acc_t(mask[msk_at + p]) * scale;
           grad_offset[off_at + 2 * p] = scalar_t(m * grad_x);
@@ -84,17 +94,16 @@ void input_grad(const Geometry& g, const scalar_t* grad_output, const scalar_t* 
           for (int k = 0; k < 4 && c.any; ++k) {
             if (!c.valid[k]) continue;
             const acc_t w = m * c.weight[k];
-            acc_t* dst = image_grad + c.pixel[k] * g.channels;
-#pragma omp simd
-            for (int64_t d = d0; d < d1; ++d) dst[d] += w * acc_t(go[d]);
-            if (!fused) continue;
-            const scalar_t* src = image + c.pixel[k] * g.channels;
-            acc_t dot = 0;
-#pragma omp simd reduction(+ : dot)
-            for (int64_t d = 0; d < depth; ++d) dot += acc_t(go[d]) * acc_t(src[d]);
-            grad_w += c.weight[k] * dot;
-            grad_x += c.weight_dx[k] * dot;
-            grad_y += c.weight_dy[k] * dot;
+            axpy(image_grad + c.pixel[k] * g.channels + d0, w, go + d0, d1 - d0);
+          }
+          if (fused && c.any) {
+            acc_t dot[4];
+            corner_dots(c, image, go, g.channels, depth, dot);
+            for (int k = 0; k < 4; ++k) {
+              grad_w += c.weight[k] * dot[k];
+              grad_x += c.weight_dx[k] * dot[k];
+              grad_y += c.weight_dy[k] * dot[k];
+            }
           }
           if (fused) {
             grad_offset[off_at + 2 * p] = scalar_t(m * scale * grad_x);

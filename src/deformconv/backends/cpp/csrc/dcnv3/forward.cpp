@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "channels.h"
 #include "kernels.h"
 
 namespace deformconv::dcn {
@@ -28,15 +29,15 @@ void forward(const Geometry& g, const scalar_t* input, const scalar_t* offset, c
           location(g, oy, ox, p, acc_t(off[2 * p]), acc_t(off[2 * p + 1]), x, y);
           const Corners<acc_t> c = corners(x, y, g.height, g.width);
           if (!c.any) continue;
+          // A corner outside the image has weight 0 and reads pixel 0, so all four go in one pass.
           const acc_t m = acc_t(msk[p]);
+          const scalar_t* src[4];
+          acc_t w[4];
           for (int k = 0; k < 4; ++k) {
-            if (!c.valid[k]) continue;
-            const acc_t w = m * c.weight[k];
-            const scalar_t* src = image + c.pixel[k] * g.channels + grp * depth;
-            acc_t* a = acc.data();
-#pragma omp simd
-            for (int64_t d = 0; d < depth; ++d) a[d] += w * acc_t(src[d]);
+            src[k] = image + c.pixel[k] * g.channels + grp * depth;
+            w[k] = m * c.weight[k];
           }
+          blend4(acc.data(), src, w, depth);
         }
         scalar_t* dst = output + q * g.channels + grp * depth;
         for (int64_t d = 0; d < depth; ++d) dst[d] = scalar_t(acc[d]);

@@ -49,8 +49,11 @@ inline Corners<acc_t> corners(acc_t x, acc_t y, int64_t height, int64_t width) {
   // Written as "inside" so that NaN and Inf fall outside and never reach the integer conversion.
   c.any = x > acc_t(-1) && x < acc_t(width) && y > acc_t(-1) && y < acc_t(height);
   if (!c.any) return c;
-  const acc_t fx = std::floor(x), fy = std::floor(y);
-  const int64_t x0 = static_cast<int64_t>(fx), y0 = static_cast<int64_t>(fy);
+  // floor() without a library call (x and y are finite and > -1 here): truncate, then step down.
+  int64_t x0 = static_cast<int64_t>(x), y0 = static_cast<int64_t>(y);
+  x0 -= acc_t(x0) > x;
+  y0 -= acc_t(y0) > y;
+  const acc_t fx = acc_t(x0), fy = acc_t(y0);
   const acc_t lx = x - fx, ly = y - fy, hx = acc_t(1) - lx, hy = acc_t(1) - ly;
   const int64_t cx[4] = {x0, x0 + 1, x0, x0 + 1};
   const int64_t cy[4] = {y0, y0, y0 + 1, y0 + 1};
