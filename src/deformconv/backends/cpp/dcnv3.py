@@ -14,6 +14,7 @@ from torch import Tensor
 from deformconv.backends.registry import register_kernel
 from deformconv.ops.dcnv3.contract import BACKWARD, FORWARD, Grads, NeededGrads
 from deformconv.ops.dcnv3.geometry import DCNGeometry
+from deformconv.ops.dcnv4.layout import separate_layout
 
 
 def geometry_args(geometry: DCNGeometry) -> tuple[list[int], list[float], float]:
@@ -23,15 +24,12 @@ def geometry_args(geometry: DCNGeometry) -> tuple[list[int], list[float], float]
     return sizes, taps, geometry.offset_scale
 
 
-def _layout(geometry: DCNGeometry) -> list[int]:
-    group, points = geometry.group, geometry.points
-    return [0, group * points * 2, points * 2, 0, group * points, points]
-
-
 @register_kernel(FORWARD, backend="cpp", device_types=("cpu",))
 def forward(input: Tensor, offset: Tensor, mask: Tensor, geometry: DCNGeometry) -> Tensor:
     tensors = (input.contiguous(), offset.contiguous(), mask.contiguous())
-    return torch.ops.deformconv_cpp.dcn_forward(*tensors, *geometry_args(geometry), _layout(geometry))
+    return torch.ops.deformconv_cpp.dcn_forward(
+        *tensors, *geometry_args(geometry), list(separate_layout(geometry.group, geometry.points))
+    )
 
 
 @register_kernel(BACKWARD, backend="cpp", device_types=("cpu",))
@@ -40,6 +38,6 @@ def backward(
 ) -> Grads:
     tensors = (grad_output.contiguous(), input.contiguous(), offset.contiguous(), mask.contiguous())
     grad_input, grad_offset, grad_mask = torch.ops.deformconv_cpp.dcn_backward(
-        *tensors, *geometry_args(geometry), _layout(geometry), False, *needed
+        *tensors, *geometry_args(geometry), list(separate_layout(geometry.group, geometry.points)), False, *needed
     )
     return Grads(grad_input.to(input.dtype) if needed.input else None, grad_offset, grad_mask)

@@ -9,17 +9,13 @@ from deformconv.backends.cpp.dcnv3 import geometry_args
 from deformconv.backends.registry import register_kernel
 from deformconv.ops.dcnv3.geometry import DCNGeometry
 from deformconv.ops.dcnv4.contract import BACKWARD, FORWARD, Grads, NeededGrads
-
-
-def _layout(geometry: DCNGeometry, offset_mask: Tensor) -> list[int]:
-    points, width = geometry.points, offset_mask.shape[-1]
-    return [0, width, 3 * points, 2 * points, width, 3 * points]
+from deformconv.ops.dcnv4.layout import packed_layout
 
 
 @register_kernel(FORWARD, backend="cpp", device_types=("cpu",))
 def forward(input: Tensor, offset_mask: Tensor, geometry: DCNGeometry) -> Tensor:
     offset_mask = offset_mask.contiguous()
-    layout = _layout(geometry, offset_mask)
+    layout = list(packed_layout(geometry.points, offset_mask.shape[-1]))
     return torch.ops.deformconv_cpp.dcn_forward(
         input.contiguous(), offset_mask, offset_mask, *geometry_args(geometry), layout
     )
@@ -32,6 +28,6 @@ def backward(
     offset_mask = offset_mask.contiguous()
     grad_input, grad_offset_mask, _ = torch.ops.deformconv_cpp.dcn_backward(
         grad_output.contiguous(), input.contiguous(), offset_mask, offset_mask, *geometry_args(geometry),
-        _layout(geometry, offset_mask), True, *needed,
+        list(packed_layout(geometry.points, offset_mask.shape[-1])), True, *needed,
     )  # fmt: skip
     return Grads(grad_input.to(input.dtype) if needed.input else None, grad_offset_mask if needed.offset_mask else None)

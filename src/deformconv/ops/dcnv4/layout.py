@@ -9,6 +9,7 @@ dimension is padded to a multiple of 8 (the official layer's linear layer has
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from torch import Tensor
 
@@ -30,3 +31,29 @@ def unpack(offset_mask: Tensor, group: int, points: int) -> tuple[Tensor, Tensor
     packed = offset_mask[..., : 3 * group * points].unflatten(-1, (group, 3 * points))
     offset = packed[..., : 2 * points].unflatten(-1, (points, 2))
     return offset, packed[..., 2 * points :]
+
+
+class PointLayout(NamedTuple):
+    """Where the kernels find sample point ``p`` of output pixel ``q`` and group ``g`` (flat, contiguous tensors).
+
+    Its offset pair ``(dx, dy)`` is at ``offset_start + q*offset_pixel_stride + g*offset_group_stride + 2*p``
+    of the offset tensor, its weight at ``mask_start + q*mask_pixel_stride + g*mask_group_stride + p`` of the
+    weight tensor. DCNv3 keeps two tensors, DCNv4 one packed tensor (both are ``offset_mask``).
+    """
+
+    offset_start: int
+    offset_pixel_stride: int
+    offset_group_stride: int
+    mask_start: int
+    mask_pixel_stride: int
+    mask_group_stride: int
+
+
+def separate_layout(group: int, points: int) -> PointLayout:
+    """DCNv3: ``offset`` [..., group*points*2] and ``mask`` [..., group*points]."""
+    return PointLayout(0, group * points * 2, points * 2, 0, group * points, points)
+
+
+def packed_layout(points: int, width: int) -> PointLayout:
+    """DCNv4: one ``offset_mask`` [..., width], ``3*points`` values per group."""
+    return PointLayout(0, width, 3 * points, 2 * points, width, 3 * points)
