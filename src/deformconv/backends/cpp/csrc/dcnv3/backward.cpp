@@ -11,14 +11,27 @@
 namespace deformconv::dcn {
 namespace {
 
-// dot[k] = sum over the group's channels of grad_output * input at corner k. A corner outside the
-// image reads pixel 0 and has zero bilinear weights, so its dot product contributes nothing.
+// Writes the offset pair's and the weight's gradients of one sample point: the dot products of
+// grad_output with the input at the four corners, weighted by the bilinear weights and their
+// derivatives. A corner outside the image reads pixel 0 with zero weights: it contributes nothing.
 template <typename scalar_t, typename acc_t>
-inline void corner_dots(const Corners<acc_t>& c, const scalar_t* image, const scalar_t* go, int64_t channels,
-                        int64_t depth, acc_t* dot) {
-  const scalar_t* src[4];
-  for (int k = 0; k < 4; ++k) src[k] = image + c.pixel[k] * channels;
-  dots4(go, src, depth, dot);
+inline void write_point_grads(const Corners<acc_t>& c, const scalar_t* image, const scalar_t* go, int64_t channels,
+                              int64_t depth, acc_t scaled_weight, scalar_t* grad_offset, scalar_t* grad_mask) {
+  acc_t grad_w = 0, grad_x = 0, grad_y = 0;
+  if (c.any) {
+    const scalar_t* src[4];
+    for (int k = 0; k < 4; ++k) src[k] = image + c.pixel[k] * channels;
+    acc_t dot[4];
+    dots4(go, src, depth, dot);
+    for (int k = 0; k < 4; ++k) {
+      grad_w += c.weight[k] * dot[k];
+      grad_x += c.weight_dx[k] * dot[k];
+      grad_y += c.weight_dy[k] * dot[k];
+    }
+  }
+  grad_offset[0] = scalar_t(scaled_weight * grad_x);
+  grad_offset[1] = scalar_t(scaled_weight * grad_y);
+  *grad_mask = scalar_t(grad_w);
 }
 
 // Offset and weight gradients: each output pixel's are written by the thread that owns the pixel.
@@ -39,20 +52,9 @@ void offset_mask_grad(const Geometry& g, const scalar_t* grad_output, const scal
           acc_t x, y;
           location(g, oy, ox, p, acc_t(offset[off_at + 2 * p]), acc_t(offset[off_at + 2 * p + 1]), x, y);
           const Corners<acc_t> c = corners(x, y, g.height, g.width);
-          acc_t grad_w = 0, grad_x = 0, grad_y = 0;
-          if (c.any) {
-            acc_t dot[4];
-            corner_dots(c, image + grp * depth, go, g.channels, depth, dot);
-            for (int k = 0; k < 4; ++k) {
-              grad_w += c.weight[k] * dot[k];
-              grad_x += c.weight_dx[k] * dot[k];
-              grad_y += c.weight_dy[k] * dot[k];
-            }
-          }
           const acc_t m = acc_t(mask[msk_at + p]) * scale;
-          grad_offset[off_at + 2 * p] = scalar_t(m * grad_x);
-          grad_offset[off_at + 2 * p + 1] = scalar_t(m * grad_y);
-          grad_mask[msk_at + p] = scalar_t(grad_w);
+          write_point_grads(c, image + grp * depth, go, g.channels, depth, m, grad_offset + off_at + 2 * p,
+                            grad_mask + msk_at + p);
         }
       }
     }
@@ -90,25 +92,13 @@ void input_grad(const Geometry& g, const scalar_t* grad_output, const scalar_t* 
           location(g, oy, ox, p, acc_t(offset[off_at + 2 * p]), acc_t(offset[off_at + 2 * p + 1]), x, y);
           const Corners<acc_t> c = corners(x, y, g.height, g.width);
           const acc_t m = acc_t(mask[msk_at + p]);
-          acc_t grad_w = 0, grad_x = 0, grad_y = 0;
           for (int k = 0; k < 4 && c.any; ++k) {
             if (!c.valid[k]) continue;
-            const acc_t w = m * c.weight[k];
-            axpy(image_grad + c.pixel[k] * g.channels + d0, w, go + d0, d1 - d0);
-          }
-          if (fused && c.any) {
-            acc_t dot[4];
-            corner_dots(c, image, go, g.channels, depth, dot);
-            for (int k = 0; k < 4; ++k) {
-              grad_w += c.weight[k] * dot[k];
-              grad_x += c.weight_dx[k] * dot[k];
-              grad_y += c.weight_dy[k] * dot[k];
-            }
+            axpy(image_grad + c.pixel[k] * g.channels + d0, m * c.weight[k], go + d0, d1 - d0);
           }
           if (fused) {
-            grad_offset[off_at + 2 * p] = scalar_t(m * scale * grad_x);
-            grad_offset[off_at + 2 * p + 1] = scalar_t(m * scale * grad_y);
-            grad_mask[msk_at + p] = scalar_t(grad_w);
+            write_point_grads(c, image, go, g.channels, depth, m * scale, grad_offset + off_at + 2 * p,
+                              grad_mask + msk_at + p);
           }
         }
       }
