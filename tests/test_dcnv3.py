@@ -280,3 +280,19 @@ def test_backward_is_deterministic_whatever_the_thread_count(backend, dtype):
     for other in results[1:]:
         for got, want in zip(other, results[0]):
             assert torch.equal(got, want)
+
+
+@pytest.mark.skipif("cpp" not in [p.id for p in BACKENDS], reason="C++ extension not built")
+def test_cpp_operator_guards_direct_calls_with_a_bad_layout():
+    from deformconv.backends.cpp.dcnv3 import geometry_args
+    from deformconv.ops.dcnv3.checks import check_args
+    from deformconv.ops.dcnv4.layout import separate_layout
+
+    case = CASES["3x3"]
+    input, offset, mask = make_inputs(case)
+    geometry = check_args(input, offset, mask, *case.op_args()[:-1])
+    layout = list(separate_layout(case.group, case.points))
+    with pytest.raises(RuntimeError, match="offset or mask too small for the layout"):
+        torch.ops.deformconv_cpp.dcn_forward(
+            input, offset[..., :-2].contiguous(), mask, *geometry_args(geometry), layout
+        )

@@ -59,8 +59,13 @@ Geometry geometry_of(const Tensor& input, const Tensor& offset, const Tensor& ma
   g.mask_start = layout[3];
   g.mask_pixel_stride = layout[4];
   g.mask_group_stride = layout[5];
+  // The last value each kernel reads must lie inside offset and mask.
   const int64_t pixels = g.batch * g.out_h * g.out_w;
-  STD_TORCH_CHECK(offset.numel() >= pixels * g.offset_pixel_stride && mask.numel() >= pixels * g.mask_pixel_stride,
+  const int64_t offset_end = g.offset_start + (pixels - 1) * g.offset_pixel_stride +
+                             (g.group - 1) * g.offset_group_stride + 2 * g.points;
+  const int64_t mask_end =
+      g.mask_start + (pixels - 1) * g.mask_pixel_stride + (g.group - 1) * g.mask_group_stride + g.points;
+  STD_TORCH_CHECK(pixels == 0 || (offset.numel() >= offset_end && mask.numel() >= mask_end),
                   "deformconv_cpp::dcn: offset or mask too small for the layout");
   return g;
 }
