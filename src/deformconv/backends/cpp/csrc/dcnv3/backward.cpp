@@ -4,6 +4,7 @@
 #include <torch/headeronly/util/Half.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "channels.h"
 #include "kernels.h"
@@ -11,27 +12,27 @@
 namespace deformconv::dcn {
 namespace {
 
-// Writes the offset pair's and the weight's gradients of one sample point: the dot products of
-// grad_output with the input at the four corners, weighted by the bilinear weights and their
-// derivatives. A corner outside the image reads pixel 0 with zero weights: it contributes nothing.
+// Writes the offset pair's and the weight's gradients of one sample point from the dot products
+// of grad_output with the input at its four corners, weighted by the bilinear weights and their
+// derivatives (zero for a corner outside the image).
 template <typename scalar_t, typename acc_t>
-inline void write_point_grads(const Corners<acc_t>& c, const scalar_t* image, const scalar_t* go, int64_t channels,
-                              int64_t depth, acc_t scaled_weight, scalar_t* grad_offset, scalar_t* grad_mask) {
+inline void write_point_grads(const Corners<acc_t>& c, const acc_t* dot, acc_t scaled_weight, scalar_t* grad_offset,
+                              scalar_t* grad_mask) {
   acc_t grad_w = 0, grad_x = 0, grad_y = 0;
-  if (c.any) {
-    const scalar_t* src[4];
-    for (int k = 0; k < 4; ++k) src[k] = image + c.pixel[k] * channels;
-    acc_t dot[4];
-    dots4(go, src, depth, dot);
-    for (int k = 0; k < 4; ++k) {
-      grad_w += c.weight[k] * dot[k];
-      grad_x += c.weight_dx[k] * dot[k];
-      grad_y += c.weight_dy[k] * dot[k];
-    }
+  for (int k = 0; k < 4 && c.any; ++k) {
+    grad_w += c.weight[k] * dot[k];
+    grad_x += c.weight_dx[k] * dot[k];
+    grad_y += c.weight_dy[k] * dot[k];
   }
   grad_offset[0] = scalar_t(scaled_weight * grad_x);
   grad_offset[1] = scalar_t(scaled_weight * grad_y);
   *grad_mask = scalar_t(grad_w);
+}
+
+// The four corners' input rows of a sample point (a corner outside reads pixel 0 with zero weights).
+template <typename scalar_t, typename acc_t>
+inline void corner_rows(const Corners<acc_t>& c, const scalar_t* image, int64_t channels, const scalar_t** rows) {
+  for (int k = 0; k < 4; ++k) rows[k] = image + c.pixel[k] * channels;
 }
 
 // Offset and weight gradients: each output pixel's are written by the thread that owns the pixel.
@@ -52,9 +53,14 @@ void offset_mask_grad(const Geometry& g, const scalar_t* grad_output, const scal
           acc_t x, y;
           location(g, oy, ox, p, acc_t(offset[off_at + 2 * p]), acc_t(offset[off_at + 2 * p + 1]), x, y);
           const Corners<acc_t> c = corners(x, y, g.height, g.width);
+          acc_t dot[4] = {0, 0, 0, 0};
+          if (c.any) {
+            const scalar_t* rows[4];
+            corner_rows(c, image + grp * depth, g.channels, rows);
+            dots4(go, rows, depth, dot);
+          }
           const acc_t m = acc_t(mask[msk_at + p]) * scale;
-          write_point_grads(c, image + grp * depth, go, g.channels, depth, m, grad_offset + off_at + 2 * p,
-                            grad_mask + msk_at + p);
+          write_point_grads(c, dot, m, grad_offset + off_at + 2 * p, grad_mask + msk_at + p);
         }
       }
     }
@@ -76,6 +82,7 @@ void input_grad(const Geometry& g, const scalar_t* grad_output, const scalar_t* 
   // One task per thread chunk unless the whole problem is small (see Geometry::pixel_grain).
   const int64_t grain = g.batch * pixels <= g.pixel_grain() ? base_tasks * runs : 1;
   torch::stable::parallel_for(0, base_tasks * runs, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> scratch(depth);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / (g.group * runs), grp = (task / runs) % g.group, r = task % runs;
       const int64_t d0 = r * run, d1 = std::min(depth, d0 + run);
@@ -92,14 +99,24 @@ void input_grad(const Geometry& g, const scalar_t* grad_output, const scalar_t* 
           location(g, oy, ox, p, acc_t(offset[off_at + 2 * p]), acc_t(offset[off_at + 2 * p + 1]), x, y);
           const Corners<acc_t> c = corners(x, y, g.height, g.width);
           const acc_t m = acc_t(mask[msk_at + p]);
-          for (int k = 0; k < 4 && c.any; ++k) {
-            if (!c.valid[k]) continue;
-            axpy(image_grad + c.pixel[k] * g.channels + d0, m * c.weight[k], go + d0, d1 - d0);
+          acc_t dot[4] = {0, 0, 0, 0};
+          if (c.any) {
+            // A corner outside the image adds into a scratch row instead, so one pass serves all four.
+            acc_t* dst[4];
+            acc_t w[4];
+            for (int k = 0; k < 4; ++k) {
+              dst[k] = c.valid[k] ? image_grad + c.pixel[k] * g.channels + d0 : scratch.data();
+              w[k] = c.valid[k] ? m * c.weight[k] : acc_t(0);
+            }
+            if (fused) {
+              const scalar_t* rows[4];
+              corner_rows(c, image, g.channels, rows);
+              scatter4_dots4(dst, w, go, rows, depth, dot);
+            } else {
+              scatter4(dst, w, go + d0, d1 - d0);
+            }
           }
-          if (fused) {
-            write_point_grads(c, image, go, g.channels, depth, m * scale, grad_offset + off_at + 2 * p,
-                              grad_mask + msk_at + p);
-          }
+          if (fused) write_point_grads(c, dot, m * scale, grad_offset + off_at + 2 * p, grad_mask + msk_at + p);
         }
       }
     }
