@@ -46,13 +46,11 @@ void offset_mask_grad(const Geometry& g, const scalar_t* grad_output, const scal
       const int64_t n = q / pixels, oy = (q % pixels) / g.out_w, ox = q % g.out_w;
       const scalar_t* image = input + n * g.height * g.width * g.channels;
       for (int64_t grp = 0; grp < g.group; ++grp) {
-        const int64_t off_at = g.offset_start + q * g.offset_pixel_stride + grp * g.offset_group_stride;
-        const int64_t msk_at = g.mask_start + q * g.mask_pixel_stride + grp * g.mask_group_stride;
+        const int64_t off_at = g.offset_at(q, grp);
+        const int64_t msk_at = g.mask_at(q, grp);
         const scalar_t* go = grad_output + q * g.channels + grp * depth;
         for (int64_t p = 0; p < g.points; ++p) {
-          acc_t x, y;
-          location(g, oy, ox, p, acc_t(offset[off_at + 2 * p]), acc_t(offset[off_at + 2 * p + 1]), x, y);
-          const Corners<acc_t> c = corners(x, y, g.height, g.width);
+          const Corners<acc_t> c = point_corners<scalar_t, acc_t>(g, offset + off_at + 2 * p, oy, ox, p);
           acc_t dot[4] = {0, 0, 0, 0};
           if (c.any) {
             const scalar_t* rows[4];
@@ -91,13 +89,11 @@ void input_grad(const Geometry& g, const scalar_t* grad_output, const scalar_t* 
       const scalar_t* image = input + n * g.height * g.width * g.channels + grp * depth;
       for (int64_t pix = 0; pix < pixels; ++pix) {
         const int64_t q = n * pixels + pix, oy = pix / g.out_w, ox = pix % g.out_w;
-        const int64_t off_at = g.offset_start + q * g.offset_pixel_stride + grp * g.offset_group_stride;
-        const int64_t msk_at = g.mask_start + q * g.mask_pixel_stride + grp * g.mask_group_stride;
+        const int64_t off_at = g.offset_at(q, grp);
+        const int64_t msk_at = g.mask_at(q, grp);
         const scalar_t* go = grad_output + q * g.channels + grp * depth;
         for (int64_t p = 0; p < g.points; ++p) {
-          acc_t x, y;
-          location(g, oy, ox, p, acc_t(offset[off_at + 2 * p]), acc_t(offset[off_at + 2 * p + 1]), x, y);
-          const Corners<acc_t> c = corners(x, y, g.height, g.width);
+          const Corners<acc_t> c = point_corners<scalar_t, acc_t>(g, offset + off_at + 2 * p, oy, ox, p);
           const acc_t m = acc_t(mask[msk_at + p]);
           acc_t dot[4] = {0, 0, 0, 0};
           if (c.any) {
@@ -139,8 +135,12 @@ void backward(const Geometry& g, const scalar_t* grad_output, const scalar_t* in
   if (g.batch == 0) return;
   const int64_t runs = channel_runs(g);
   if (grad_input == nullptr || runs > 1) {
-    if (grad_offset != nullptr) offset_mask_grad<scalar_t, acc_t>(g, grad_output, input, offset, mask, grad_offset, grad_mask);
-    if (grad_input != nullptr) input_grad<scalar_t, acc_t>(g, grad_output, input, offset, mask, grad_input, nullptr, nullptr, runs);
+    if (grad_offset != nullptr) {
+      offset_mask_grad<scalar_t, acc_t>(g, grad_output, input, offset, mask, grad_offset, grad_mask);
+    }
+    if (grad_input != nullptr) {
+      input_grad<scalar_t, acc_t>(g, grad_output, input, offset, mask, grad_input, nullptr, nullptr, runs);
+    }
   } else {
     input_grad<scalar_t, acc_t>(g, grad_output, input, offset, mask, grad_input, grad_offset, grad_mask, runs);
   }

@@ -22,12 +22,10 @@ void forward(const Geometry& g, const scalar_t* input, const scalar_t* offset, c
       const scalar_t* image = input + n * g.height * g.width * g.channels;
       for (int64_t grp = 0; grp < g.group; ++grp) {
         std::fill(acc.begin(), acc.end(), acc_t(0));
-        const scalar_t* off = offset + g.offset_start + q * g.offset_pixel_stride + grp * g.offset_group_stride;
-        const scalar_t* msk = mask + g.mask_start + q * g.mask_pixel_stride + grp * g.mask_group_stride;
+        const scalar_t* off = offset + g.offset_at(q, grp);
+        const scalar_t* msk = mask + g.mask_at(q, grp);
         for (int64_t p = 0; p < g.points; ++p) {
-          acc_t x, y;
-          location(g, oy, ox, p, acc_t(off[2 * p]), acc_t(off[2 * p + 1]), x, y);
-          const Corners<acc_t> c = corners(x, y, g.height, g.width);
+          const Corners<acc_t> c = point_corners<scalar_t, acc_t>(g, off + 2 * p, oy, ox, p);
           if (!c.any) continue;
           // A corner outside the image has weight 0 and reads pixel 0, so all four go in one pass.
           const acc_t m = acc_t(msk[p]);

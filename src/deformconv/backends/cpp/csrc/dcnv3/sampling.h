@@ -23,6 +23,11 @@ struct Geometry {
   std::vector<double> tap_x, tap_y;  // per point, x-major, the centre left out with remove_center
 
   int64_t pixels() const { return out_h * out_w; }
+  // Where the points of output pixel q (over the batch) and group grp start in offset and mask.
+  int64_t offset_at(int64_t q, int64_t grp) const {
+    return offset_start + q * offset_pixel_stride + grp * offset_group_stride;
+  }
+  int64_t mask_at(int64_t q, int64_t grp) const { return mask_start + q * mask_pixel_stride + grp * mask_group_stride; }
 
   // Output pixels per parallel chunk: small problems run on one thread, where waking the others
   // would cost more than the work.
@@ -77,6 +82,14 @@ inline void location(const Geometry& g, int64_t oy, int64_t ox, int64_t p, acc_t
   const acc_t scale = acc_t(g.offset_scale);
   x = acc_t(ox * g.stride_w + g.origin_x) + scale * (acc_t(g.tap_x[p]) + dx);
   y = acc_t(oy * g.stride_h + g.origin_y) + scale * (acc_t(g.tap_y[p]) + dy);
+}
+
+// The corners of point p of output pixel (oy, ox), whose offset pair is at pair[0], pair[1].
+template <typename scalar_t, typename acc_t>
+inline Corners<acc_t> point_corners(const Geometry& g, const scalar_t* pair, int64_t oy, int64_t ox, int64_t p) {
+  acc_t x, y;
+  location(g, oy, ox, p, acc_t(pair[0]), acc_t(pair[1]), x, y);
+  return corners(x, y, g.height, g.width);
 }
 
 }  // namespace deformconv::dcn
