@@ -60,6 +60,14 @@ SHAPES = {
     )
 }
 
+# Operators with a benchmark module of their own (shapes and baselines of their papers); each module
+# has add_arguments(parser) for its options and run(args).
+OPERATOR_BENCHES = {
+    "msda": "deformconv.bench_msda",
+    "dcnv3": "deformconv.bench_dcn",
+    "dcnv4": "deformconv.bench_dcn",
+}
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -202,8 +210,11 @@ def _shape_names(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--op", choices=["deform_conv2d", "msda"], default="deform_conv2d", help="operator to time")
-    importlib.import_module("deformconv.bench_msda").add_arguments(parser)
+    parser.add_argument(
+        "--op", choices=["deform_conv2d", *OPERATOR_BENCHES], default="deform_conv2d", help="operator to time"
+    )
+    for module in dict.fromkeys(OPERATOR_BENCHES.values()):
+        importlib.import_module(module).add_arguments(parser)
     parser.add_argument(
         "--shapes",
         type=_shape_names,
@@ -247,11 +258,11 @@ def use_threads(count: int | None) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.op == "msda":
-        return importlib.import_module("deformconv.bench_msda").run(args)
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
         print(f"deformconv bench: device {args.device!r} asked for, but CUDA is not available")
         return 2
+    if args.op in OPERATOR_BENCHES:
+        return importlib.import_module(OPERATOR_BENCHES[args.op]).run(args)
     with use_threads(args.threads):
         env = environment(args)
         print("# " + ", ".join(f"{k}={v}" for k, v in env.items()))

@@ -233,9 +233,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
-        print(f"deformconv bench: device {args.device!r} asked for, but CUDA is not available")
-        return 2
     with use_threads(args.threads):
         env = {**environment(args), "op": "multi_scale_deform_attn"}
         print("# " + ", ".join(f"{k}={v}" for k, v in env.items()))

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from deformconv.export.onnx_dcn import dcn_translations
 from deformconv.export.onnx_deformconv import deform_conv2d_to_deformconv
 from deformconv.export.onnx_gridsample import deform_conv2d_to_gridsample
 from deformconv.export.onnx_msda import MSDA_TRANSLATION
@@ -39,7 +40,7 @@ def onnx_translation_table(use_deformconv_op: bool = True) -> dict[Callable, Cal
         ...                   custom_translation_table=onnx_translation_table())
     """
     translation = deform_conv2d_to_deformconv if use_deformconv_op else deform_conv2d_to_gridsample
-    return {torch.ops.deformconv.deform_conv2d.default: translation, **MSDA_TRANSLATION}
+    return {torch.ops.deformconv.deform_conv2d.default: translation, **MSDA_TRANSLATION, **dcn_translations()}
 
 
 def export_onnx(
