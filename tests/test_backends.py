@@ -24,7 +24,7 @@ def _kernels(backend: str, device: str, fn, priority: int) -> list[Kernel]:
 
 def test_report_comes_from_the_registrations():
     report = deformconv.backends()
-    assert report["reference"]["devices"] == ["any"] and report["reference"]["ops"] == list(OPS)
+    assert report["reference"]["devices"] == ["any"] and set(OPS) <= set(report["reference"]["ops"])
     with registered(*_kernels("mine", "xpu", lambda *a: None, 5)):
         report = deformconv.backends()
         assert report["mine"] == {

@@ -12,18 +12,18 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from deformconv.ops.dcnv3.geometry import DCNGeometry, output_size
-from deformconv.ops.deform_conv2d.checks import FLOAT_DTYPES, _check_tensor, _require
+from deformconv.ops.validation import FLOAT_DTYPES, check_tensor, require
 
 
 def check_like(tensor: object, name: str, input: Tensor, expected: tuple, layout: str) -> Tensor:
     """Checks that ``tensor`` is a Tensor of ``expected`` shape with the dtype and device of ``input``."""
-    _check_tensor(tensor, name, len(expected), layout)
+    check_tensor(tensor, name, len(expected), layout)
     assert isinstance(tensor, Tensor)
     if tensor.dtype != input.dtype:
         raise TypeError(f"{name} must have the dtype of input ({input.dtype}), got {tensor.dtype}")
     if tensor.device != input.device:
         raise RuntimeError(f"{name} must be on the device of input ({input.device}), got {tensor.device}")
-    _require(
+    require(
         tuple(tensor.shape) == tuple(expected),
         ValueError,
         f"{name} must have shape {layout} = {list(expected)}, got {list(tensor.shape)}",
@@ -54,7 +54,7 @@ def check_geometry(
         TypeError: ``input`` is not a floating-point Tensor, or a hyper-parameter has the wrong type.
         ValueError: a hyper-parameter is out of range or inconsistent with ``input``.
     """
-    _check_tensor(input, "input", 4, "[N, H, W, group*group_channels]")
+    check_tensor(input, "input", 4, "[N, H, W, group*group_channels]")
     if input.dtype not in FLOAT_DTYPES:
         raise TypeError(f"input must be float64, float32, float16 or bfloat16, got {input.dtype}")
     kernel, stride = _pair(kernel, "kernel"), _pair(stride, "stride")
@@ -71,14 +71,14 @@ def check_geometry(
         raise ValueError(f"remove_center needs an odd kernel size larger than 1x1, got kernel {kernel[0]}x{kernel[1]}")
 
     batch, height, width, channels = input.shape
-    _require(
+    require(
         channels == group * group_channels,
         ValueError,
         f"input must have group*group_channels = {group}*{group_channels} = {group * group_channels} "
         f"channels (its last dimension), got {channels}",
     )
     out_size = output_size((height, width), kernel, stride, padding, dilation)
-    _require(
+    require(
         out_size[0] >= 1 and out_size[1] >= 1,
         ValueError,
         f"output size would be {out_size[0]}x{out_size[1]} for input {height}x{width}, kernel "

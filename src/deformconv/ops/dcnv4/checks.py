@@ -6,7 +6,7 @@ from torch import Tensor
 
 from deformconv.ops.dcnv3.checks import check_geometry, check_like
 from deformconv.ops.dcnv3.geometry import DCNGeometry
-from deformconv.ops.deform_conv2d.checks import _check_tensor, _require
+from deformconv.ops.validation import check_tensor, require
 
 #: The official DCNv4 kernels load ``group_channels`` in vectors of 8 values.
 GROUP_CHANNELS_MULTIPLE = 8
@@ -31,10 +31,10 @@ def check_args(input: Tensor, offset_mask: Tensor, *params) -> DCNGeometry:
             f"kernels), got {group_channels}"
         )
     layout = "[N, H_out, W_out, L], L >= 3*group*P a multiple of 8"
-    _check_tensor(offset_mask, "offset_mask", 4, layout)
+    check_tensor(offset_mask, "offset_mask", 4, layout)
     needed = 3 * geometry.group * geometry.points
     width = offset_mask.shape[3]
-    _require(
+    require(
         width >= needed and width % PACKED_MULTIPLE == 0,
         ValueError,
         f"offset_mask's last dimension must be a multiple of {PACKED_MULTIPLE} of at least 3*group*P = "
