@@ -9,6 +9,7 @@
 #include <torch/headeronly/util/BFloat16.h>
 #include <torch/headeronly/util/Exception.h>
 #include <torch/headeronly/util/Half.h>
+#include <torch/headeronly/util/shim_utils.h>
 
 #include <array>
 #include <cstdint>
@@ -99,7 +100,7 @@ void dispatch_accumulation(ScalarType type, const F& f) {
 inline void bmm_out(const Tensor& out, const Tensor& self, const Tensor& mat2) {
   std::array<StableIValue, 3> stack{torch::stable::detail::from(self), torch::stable::detail::from(mat2),
                                     torch::stable::detail::from(out)};
-  STABLE_TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("aten::bmm", "out", stack.data(), TORCH_ABI_VERSION));
+  TORCH_ERROR_CODE_CHECK(torch_call_dispatcher("aten::bmm", "out", stack.data(), TORCH_ABI_VERSION));
   // The operator returns `out` again, as a new handle that must be released.
   (void)torch::stable::detail::to<Tensor>(stack[0]);
 }
@@ -108,7 +109,7 @@ inline void bmm_out(const Tensor& out, const Tensor& self, const Tensor& mat2) {
 class ProfileScope {
  public:
   explicit ProfileScope(const char* name) {
-    STABLE_TORCH_ERROR_CODE_CHECK(aoti_record_function_start(name, nullptr, nullptr, 0, &guard_));
+    TORCH_ERROR_CODE_CHECK(aoti_record_function_start(name, nullptr, nullptr, 0, &guard_));
   }
   ~ProfileScope() { aoti_record_function_end(guard_); }
   ProfileScope(const ProfileScope&) = delete;
