@@ -20,7 +20,7 @@ struct Backward {
   bool need_input, need_offset_mask, need_mask, need_weight;
   Tensor weights;                                   // general: [C_out, K*C_in/groups]; depthwise: [K, C]
   Tensor grad_weights;                              // same layout as weights, accumulation type
-  Tensor weight_products;                           // general: one tile's share of grad_weights
+  Tensor weight_products;                           // general: a later tile's share of grad_weights
   Tensor grad_input, grad_offset, grad_mask;        // the op's outputs (dtype of input)
   Tensor offset_buffer, mask_buffer, input_buffer;  // channels-last chunk gradients
 
@@ -116,8 +116,12 @@ void columns_chunk(const Backward& b, const Chunk& data, const Tensor& grad_outp
         sample_columns<T>(const_ptr<T>(data.input), const_ptr<T>(data.offset), data.mask_data<T>(), g, first,
                           last, mutable_ptr<T>(cols));
       });
-      bmm_out(b.weight_products, grads, cols);
-      accumulate_weight_grad(b);
+      if (start == 0 && first == 0) {
+        bmm_out(torch::stable::view(b.grad_weights, {g.groups, g.out_per_group, g.group_columns()}), grads, cols);
+      } else {
+        bmm_out(b.weight_products, grads, cols);
+        accumulate_weight_grad(b);
+      }
     }
     if (!(b.need_input || b.need_offset_mask)) {
       continue;
@@ -162,10 +166,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward(
 
   Backward b{g, need_input, need_offset_mask, need_offset_mask && mask.has_value(), need_weight};
   b.weights = weight_matrix(weight, acc, depthwise);
+  // One column buffer for a tile of rows: the columns for grad_weight, then their gradient.
+  const int64_t tile = tile_rows(g, acc, chunk * g.out_pixels);
   if (need_weight) {
+    // Depthwise kernels add to grad_weights; the general case writes the first tile's product
+    // there (none for an empty batch) and adds the later tiles' products from a buffer.
     b.grad_weights = empty_cpu(b.weights.sizes(), acc);
-    torch::stable::zero_(b.grad_weights);
-    if (!depthwise) {
+    if (depthwise || g.batch == 0) {
+      torch::stable::zero_(b.grad_weights);
+    }
+    if (!depthwise && (chunk < g.batch || tile < chunk * g.out_pixels)) {
       b.weight_products = empty_cpu({g.groups, g.out_per_group, g.group_columns()}, acc);
     }
   }
@@ -184,8 +194,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward(
   if (need_input) {
     b.input_buffer = empty_cpu({chunk, g.image_pixels(), g.channels}, acc);
   }
-  // One column buffer for a tile of rows: the columns for grad_weight, then their gradient.
-  const int64_t tile = tile_rows(g, acc, chunk * g.out_pixels);
   const Tensor columns = empty_cpu({depthwise ? 0 : tile * g.channels * g.kernel_points}, acc);
   const Tensor grad_out = empty_cpu({depthwise ? 0 : g.out_channels * tile}, acc);
   const Tensor grad = depthwise ? grad_output : torch::stable::contiguous(grad_output);
