@@ -209,7 +209,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward(
     b.store(start, count);
   }
 
-  const Tensor grad_weight = need_weight ? weight_from_matrix(b.grad_weights, weight, depthwise) : empty_cpu({0}, dtype);
+  const Tensor grad_weight =
+      need_weight ? weight_from_matrix(b.grad_weights, weight, depthwise) : empty_cpu({0}, dtype);
   return {b.grad_input, b.grad_offset, b.grad_mask, grad_weight};
 }
 

@@ -29,14 +29,14 @@ void depthwise_chunk(const Chunk& data, const Geometry& g, const Tensor& weights
     if (bias.has_value()) {
       const T* b = const_ptr<T>(*bias);
       const int64_t channels = g.channels;
-      torch::stable::parallel_for(0, count * g.out_pixels, std::max<int64_t>(1, kBiasGrain / channels),
-                                  [&](int64_t begin, int64_t end) {
-                                    for (int64_t row = begin; row < end; ++row) {
-                                      for (int64_t c = 0; c < channels; ++c) {
-                                        out[row * channels + c] += b[c];
-                                      }
-                                    }
-                                  });
+      const auto add_bias = [&](int64_t begin, int64_t end) {
+        for (int64_t row = begin; row < end; ++row) {
+          for (int64_t c = 0; c < channels; ++c) {
+            out[row * channels + c] += b[c];
+          }
+        }
+      };
+      torch::stable::parallel_for(0, count * g.out_pixels, std::max<int64_t>(1, kBiasGrain / channels), add_bias);
     }
   });
   from_channels_last(rows, output);
