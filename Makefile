@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deformconv-installed
 CSRC := $(shell find src/deformconv/backends/cpp/csrc -name "*.cpp" -o -name "*.h")
 
-.PHONY: setup test lint format check-ext demo bench clean
+.PHONY: setup test lint format check-ext demo bench wheel test-compat clean
 
 setup: $(STAMP)
 
@@ -49,5 +49,15 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/deformconv bench $(ARGS)
 
+# One wheel for every torch >= 2.10 and CPython >= 3.10 (stable ABI, abi3), built with the pinned torch.
+wheel: $(STAMP)
+	rm -f dist/deformconv-*.whl
+	$(PY) -m pip wheel --quiet --no-build-isolation --no-deps --wheel-dir dist .
+
+# Installs that wheel, compiling nothing, into fresh environments with the newest torch on PyPI and
+# the oldest that the stable ABI supports, and runs the op and kernel tests there (scripts/compat.sh).
+test-compat: wheel
+	bash scripts/compat.sh
+
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/deformconv/backends/cpp/*.so
+	rm -rf $(VENV) build dist src/*.egg-info src/deformconv/backends/cpp/*.so

@@ -1,41 +1,80 @@
-"""Builds the optional C++ CPU extension ``deformconv.backends.cpp._C``.
+"""Builds the C++ CPU extension ``deformconv.backends.cpp._C``.
 
-Set ``DEFORMCONV_NO_EXT=1`` to skip it; if it fails to compile, the package still installs and
-runs on the pure-PyTorch reference (``deformconv.backends()`` says why the C++ backend is off).
+The extension uses only PyTorch's stable ABI, compiled for the oldest torch it supports
+(``TORCH_TARGET``), and Python's limited API: one binary (an abi3 wheel) loads unchanged in every
+torch >= 2.10 and every CPython >= 3.10.
+
+A failed C++ build stops the install with the compiler's messages: a package that silently
+falls back to the pure-PyTorch reference is several times slower on CPU. To install without
+the extension on purpose, set ``DEFORMCONV_NO_EXT=1``.
 """
 
 import glob
 import os
-import sys
 
 from setuptools import setup
 
+OPT_OUT = "DEFORMCONV_NO_EXT"
+# The oldest torch whose stable ABI the binary targets (deformconv.backends.cpp.MIN_TORCH).
+TORCH_TARGET = (2, 10)
+# The oldest CPython whose limited API the binary targets (torch's build helpers define
+# Py_LIMITED_API for the same version).
+PYTHON_TARGET = "cp310"
+EXTENSION = "deformconv.backends.cpp._C"
+
 
 def extensions_and_commands():
-    if os.environ.get("DEFORMCONV_NO_EXT", "0") == "1":
+    if os.environ.get(OPT_OUT, "0") == "1":
         return [], {}
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-    class OptionalBuildExtension(BuildExtension):
-        """Builds the extension if it can; a failure leaves the reference backend in charge."""
+    class BuildExtensionOrExplain(BuildExtension):
+        """Builds the extension; a failure stops the install and says how to opt out."""
 
         def run(self):
+            remove_stale_binaries()
             try:
                 super().run()
-            except Exception as error:  # a missing compiler must not break the install
-                print(f"deformconv: C++ extension not built ({error}); using the reference", file=sys.stderr)
+            except Exception as error:
+                raise SystemExit(
+                    f"deformconv: the C++ extension failed to build ({error}); the compiler's messages are "
+                    f"above.\nFix the cause, or install without the C++ CPU kernels (CPU calls then run the "
+                    f"slower pure-PyTorch reference): {OPT_OUT}=1 pip install ..."
+                ) from error
 
-    sources = sorted(glob.glob(os.path.join("src", "deformconv", "backends", "cpp", "csrc", "**", "*.cpp"), recursive=True))
+    csrc = os.path.join("src", "deformconv", "backends", "cpp", "csrc")
+    sources = sorted(glob.glob(os.path.join(csrc, "**", "*.cpp"), recursive=True))
     if not sources:
         return [], {}
+    major, minor = TORCH_TARGET
+    # No -std flag: torch's build helpers pass the language standard its headers need.
     extension = CppExtension(
-        name="deformconv.backends.cpp._C",
+        name=EXTENSION,
         sources=sources,
-        extra_compile_args=["-O3", "-fopenmp", "-std=c++17"],
+        extra_compile_args=[
+            "-O3",
+            "-fopenmp",
+            "-fvisibility=hidden",
+            f"-DTORCH_TARGET_VERSION=0x{major:02x}{minor:02x}000000000000",
+        ],
         extra_link_args=["-fopenmp"],
+        py_limited_api=True,
     )
-    return [extension], {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}
+    return [extension], {"build_ext": BuildExtensionOrExplain.with_options(use_ninja=True)}
+
+
+def remove_stale_binaries():
+    """Removes binaries of the extension built under other names (a ``_C.cpython-*.so`` from an
+    older build would shadow the ``_C.abi3.so`` built now)."""
+    folder = os.path.join("src", *EXTENSION.split(".")[:-1])
+    for path in glob.glob(os.path.join(folder, "_C.*.so")):
+        if not path.endswith(".abi3.so"):
+            os.remove(path)
 
 
 ext_modules, cmdclass = extensions_and_commands()
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+setup(
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    options={"bdist_wheel": {"py_limited_api": PYTHON_TARGET}} if ext_modules else {},
+)

@@ -1,4 +1,11 @@
-"""``deformconv info``: versions, devices, and which backend runs on which device."""
+"""``deformconv info``: versions, devices, which backend runs on which device, and what the
+C++ extension was built against.
+
+Example:
+    $ deformconv info
+    ...
+       cpp_extension: stable ABI, built with torch 2.13.0, loads in torch >= 2.10
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import json
 import torch
 
 import deformconv
+from deformconv.backends import cpp
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,14 +29,16 @@ def run(args: argparse.Namespace) -> int:
         "cuda_available": torch.cuda.is_available(),
         "threads": torch.get_num_threads(),
         "im2col_budget_bytes": deformconv.get_im2col_budget(),
+        "cpp_extension": cpp.build_info(),
         "backends": deformconv.backends(),
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     for key, value in report.items():
-        if key != "backends":
+        if key not in ("backends", "cpp_extension"):
             print(f"{key:>20}: {value}")
+    print(f"{'cpp_extension':>20}: {describe_extension(report['cpp_extension'])}")
     print("backends:")
     for name, state in report["backends"].items():
         if state["available"]:
@@ -40,3 +50,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"  {name:<10} unavailable: {state['reason']}")
     return 0
+
+
+def describe_extension(build: dict[str, str] | None) -> str:
+    """One line on the loaded C++ extension (``build`` as from ``cpp.build_info()``)."""
+    if build is None:
+        return "not loaded (see the cpp backend below)"
+    return f"{build['abi']} ABI, built with torch {build['torch_build']}, loads in torch >= {build['torch_min']}"

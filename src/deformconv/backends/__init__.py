@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 
 from deformconv import config
+from deformconv.backends import cpp, registry
 from deformconv.backends.registry import (
     ANY_DEVICE,
     Kernel,
@@ -24,7 +25,6 @@ from deformconv.backends.registry import (
     mark_unavailable,
     register_kernel,
     registered,
-    select,
     set_backend,
     unavailable_reason,
     use_backend,
@@ -44,6 +44,17 @@ def load_backends() -> None:
     forced = config.environment_value("DEFORMCONV_BACKEND")
     if forced:
         set_backend(forced)
+
+
+def select(op: str, device_type: str) -> Kernel:
+    """The kernel that runs ``op`` on ``device_type`` (see :func:`registry.select`).
+
+    The first CPU call warns when the C++ kernels failed to load and the user did not opt out
+    with ``DEFORMCONV_NO_EXT=1``: a missing build must not pass unnoticed as a slow package.
+    """
+    if device_type == "cpu":
+        cpp.warn_if_missing()
+    return registry.select(op, device_type)
 
 
 __all__ = [

@@ -1,7 +1,7 @@
-#include <ATen/Dispatch.h>
-#include <ATen/record_function.h>
+#include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
+#include <optional>
 
 #include "chunk.h"
 #include "kernels.h"
@@ -11,113 +11,136 @@ namespace deformconv {
 
 namespace {
 
+// Elements per task when accumulating the weight gradient.
+constexpr int64_t kAddGrain = 32768;
+
 // What the backward op computes, and the buffers it reuses across batch chunks.
 struct Backward {
   const Geometry& g;
   bool need_input, need_offset_mask, need_mask, need_weight;
-  at::Tensor weights;                                   // general: [C_out, K*C_in/groups]; depthwise: [K, C]
-  at::Tensor grad_weights;                              // same layout as weights, accumulation type
-  at::Tensor grad_input, grad_offset, grad_mask;        // the op's outputs (dtype of input)
-  at::Tensor offset_buffer, mask_buffer, input_buffer;  // channels-last chunk gradients
+  Tensor weights;                                   // general: [C_out, K*C_in/groups]; depthwise: [K, C]
+  Tensor grad_weights;                              // same layout as weights, accumulation type
+  Tensor weight_products;                           // general: a later tile's share of grad_weights
+  Tensor grad_input, grad_offset, grad_mask;        // the op's outputs (dtype of input)
+  Tensor offset_buffer, mask_buffer, input_buffer;  // channels-last chunk gradients
 
   // Copies one chunk's channels-last gradients into the outputs.
   void store(int64_t start, int64_t count) const {
     if (need_offset_mask) {
-      from_channels_last(offset_buffer.narrow(0, 0, count), grad_offset.narrow(0, start, count));
+      from_channels_last(narrow_view(offset_buffer, 0, 0, count), narrow_view(grad_offset, 0, start, count));
       if (need_mask) {
-        from_channels_last(mask_buffer.narrow(0, 0, count), grad_mask.narrow(0, start, count));
+        from_channels_last(narrow_view(mask_buffer, 0, 0, count), narrow_view(grad_mask, 0, start, count));
       }
     }
     if (need_input) {
-      from_channels_last(input_buffer.narrow(0, 0, count), grad_input.narrow(0, start, count));
+      from_channels_last(narrow_view(input_buffer, 0, 0, count), narrow_view(grad_input, 0, start, count));
+    }
+  }
+
+  // Zeroes the input gradient of the chunk's images (the kernels add to it).
+  void clear_input_grad(int64_t count) const {
+    if (need_input) {
+      Tensor images = narrow_view(input_buffer, 0, 0, count);
+      torch::stable::zero_(images);
     }
   }
 
   template <typename T>
-  T* optional_data(const at::Tensor& tensor, bool needed, int64_t count) const {
-    return needed ? tensor.narrow(0, 0, count).mutable_data_ptr<T>() : nullptr;
+  T* optional_data(const Tensor& tensor, bool needed) const {
+    return needed ? mutable_ptr<T>(tensor) : nullptr;
   }
 };
 
-void depthwise_chunk(const Backward& b, const Chunk& data, const at::Tensor& grad_output, int64_t start,
-                     int64_t count) {
-  const at::Tensor grad_rows = to_channels_last(grad_output, start, count, b.weights.scalar_type());
-  if (b.need_input) {
-    b.input_buffer.narrow(0, 0, count).zero_();
-  }
-  AT_DISPATCH_FLOATING_TYPES(b.weights.scalar_type(), "deform_conv2d_backward_depthwise", [&] {
-    const scalar_t* input = data.input.const_data_ptr<scalar_t>();
-    const scalar_t* offset = data.offset.const_data_ptr<scalar_t>();
-    const scalar_t* weight = b.weights.const_data_ptr<scalar_t>();
-    const scalar_t* grad = grad_rows.const_data_ptr<scalar_t>();
+void depthwise_chunk(const Backward& b, const Chunk& data, const Tensor& grad_output, int64_t start, int64_t count) {
+  const Tensor grad_rows = to_channels_last(grad_output, start, count, b.weights.scalar_type());
+  b.clear_input_grad(count);
+  dispatch_accumulation(b.weights.scalar_type(), [&](auto type) {
+    using T = decltype(type);
+    const T* input = const_ptr<T>(data.input);
+    const T* offset = const_ptr<T>(data.offset);
+    const T* weight = const_ptr<T>(b.weights);
+    const T* grad = const_ptr<T>(grad_rows);
     if (b.need_offset_mask) {
-      RECORD_FUNCTION("deformconv_cpp::depthwise_coordinate_grad", std::vector<c10::IValue>());
-      depthwise_coordinate_grad<scalar_t>(input, offset, data.mask_data<scalar_t>(), weight, grad, b.g, count,
-                                          b.optional_data<scalar_t>(b.offset_buffer, true, count),
-                                          b.optional_data<scalar_t>(b.mask_buffer, b.need_mask, count));
+      ProfileScope scope("deformconv_cpp::depthwise_coordinate_grad");
+      depthwise_coordinate_grad<T>(input, offset, data.mask_data<T>(), weight, grad, b.g, count,
+                                   b.optional_data<T>(b.offset_buffer, true),
+                                   b.optional_data<T>(b.mask_buffer, b.need_mask));
     }
     if (b.need_input || b.need_weight) {
-      RECORD_FUNCTION("deformconv_cpp::depthwise_input_weight_grad", std::vector<c10::IValue>());
-      depthwise_input_weight_grad<scalar_t>(
-          input, offset, data.mask_data<scalar_t>(), weight, grad, b.g, count,
-          b.optional_data<scalar_t>(b.input_buffer, b.need_input, count),
-          b.need_weight ? b.grad_weights.mutable_data_ptr<scalar_t>() : nullptr);
+      ProfileScope scope("deformconv_cpp::depthwise_input_weight_grad");
+      depthwise_input_weight_grad<T>(input, offset, data.mask_data<T>(), weight, grad, b.g, count,
+                                     b.optional_data<T>(b.input_buffer, b.need_input),
+                                     b.optional_data<T>(b.grad_weights, b.need_weight));
     }
   });
 }
 
+// grad_weights += weight_products, element by element (each task owns its elements).
+void accumulate_weight_grad(const Backward& b) {
+  dispatch_accumulation(b.grad_weights.scalar_type(), [&](auto type) {
+    using T = decltype(type);
+    T* target = mutable_ptr<T>(b.grad_weights);
+    const T* source = const_ptr<T>(b.weight_products);
+    torch::stable::parallel_for(0, b.grad_weights.numel(), kAddGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        target[i] += source[i];
+      }
+    });
+  });
+}
+
 // General case, per tile of rows: the columns for grad_weight, then (in the same buffer) their
-// gradient, from which the offset, mask and input gradients are sampled back.
-void columns_chunk(const Backward& b, const Chunk& data, const at::Tensor& grad_output, int64_t start,
-                   int64_t count, int64_t tile, at::Tensor& columns, at::Tensor& grad_buffer) {
+// gradient, from which the offset, mask and input gradients are sampled back. grad_output is
+// contiguous.
+void columns_chunk(const Backward& b, const Chunk& data, const Tensor& grad_output, int64_t start, int64_t count,
+                   int64_t tile, const Tensor& columns, const Tensor& grad_buffer) {
   const Geometry& g = b.g;
-  const at::Tensor weights = b.weights.view({g.groups, g.out_per_group, g.group_columns()});
-  const at::Tensor grad_weights =
-      b.need_weight ? b.grad_weights.view({g.groups, g.out_per_group, g.group_columns()}) : at::Tensor();
+  const Tensor weights = torch::stable::view(b.weights, {g.groups, g.out_per_group, g.group_columns()});
   const int64_t rows = count * g.out_pixels;
-  if (b.need_input) {
-    b.input_buffer.narrow(0, 0, count).zero_();
-  }
+  b.clear_input_grad(count);
   for (int64_t first = 0; first < rows; first += tile) {
     const int64_t last = std::min(rows, first + tile), length = last - first;
     // grad_output of the tile's pixels as [C_out, length]: each group's slice is a plain matrix.
-    at::Tensor grad_out = grad_buffer.narrow(0, 0, g.out_channels * length).view({g.out_channels, length});
+    const Tensor grad_out = narrow_view(grad_buffer, 0, 0, g.out_channels * length);
     for_each_image_part(g, first, last, [&](int64_t image, int64_t pixel, int64_t column, int64_t size) {
-      grad_out.narrow(1, column, size)
-          .copy_(grad_output.select(0, start + image)
-                     .reshape({g.out_channels, g.out_pixels})
-                     .narrow(1, pixel, size));
+      copy_block(grad_output, (start + image) * g.out_channels * g.out_pixels + pixel, g.out_pixels, std::nullopt,
+                 g.out_channels, size, grad_out, column, length);
     });
-    const at::Tensor grads = grad_out.view({g.groups, g.out_per_group, length});
-    at::Tensor cols = columns.narrow(0, 0, length * g.channels * g.kernel_points)
-                          .view({g.groups, length, g.group_columns()});
+    const Tensor grads = torch::stable::view(grad_out, {g.groups, g.out_per_group, length});
+    const Tensor cols = torch::stable::view(narrow_view(columns, 0, 0, length * g.channels * g.kernel_points),
+                                            {g.groups, length, g.group_columns()});
     if (b.need_weight) {
-      AT_DISPATCH_FLOATING_TYPES(columns.scalar_type(), "deform_conv2d_backward_columns", [&] {
-        RECORD_FUNCTION("deformconv_cpp::sample_columns", std::vector<c10::IValue>());
-        sample_columns<scalar_t>(data.input.const_data_ptr<scalar_t>(),
-                                 data.offset.const_data_ptr<scalar_t>(), data.mask_data<scalar_t>(), g, first,
-                                 last, cols.mutable_data_ptr<scalar_t>());
+      dispatch_accumulation(columns.scalar_type(), [&](auto type) {
+        using T = decltype(type);
+        ProfileScope scope("deformconv_cpp::sample_columns");
+        sample_columns<T>(const_ptr<T>(data.input), const_ptr<T>(data.offset), data.mask_data<T>(), g, first,
+                          last, mutable_ptr<T>(cols));
       });
-      grad_weights.baddbmm_(grads, cols);
+      if (start == 0 && first == 0) {
+        bmm_out(torch::stable::view(b.grad_weights, {g.groups, g.out_per_group, g.group_columns()}), grads, cols);
+      } else {
+        bmm_out(b.weight_products, grads, cols);
+        accumulate_weight_grad(b);
+      }
     }
     if (!(b.need_input || b.need_offset_mask)) {
       continue;
     }
-    at::bmm_out(cols, grads.transpose(1, 2), weights);
-    AT_DISPATCH_FLOATING_TYPES(columns.scalar_type(), "deform_conv2d_backward_sampling", [&] {
-      const scalar_t* input = data.input.const_data_ptr<scalar_t>();
-      const scalar_t* offset = data.offset.const_data_ptr<scalar_t>();
-      const scalar_t* grad_columns = cols.const_data_ptr<scalar_t>();
+    bmm_out(cols, torch::stable::transpose(grads, 1, 2), weights);
+    dispatch_accumulation(columns.scalar_type(), [&](auto type) {
+      using T = decltype(type);
+      const T* input = const_ptr<T>(data.input);
+      const T* offset = const_ptr<T>(data.offset);
+      const T* grad_columns = const_ptr<T>(cols);
       if (b.need_offset_mask) {
-        RECORD_FUNCTION("deformconv_cpp::coordinate_grad", std::vector<c10::IValue>());
-        coordinate_grad<scalar_t>(input, offset, data.mask_data<scalar_t>(), grad_columns, g, first, last,
-                                  b.optional_data<scalar_t>(b.offset_buffer, true, count),
-                                  b.optional_data<scalar_t>(b.mask_buffer, b.need_mask, count));
+        ProfileScope scope("deformconv_cpp::coordinate_grad");
+        coordinate_grad<T>(input, offset, data.mask_data<T>(), grad_columns, g, first, last,
+                           b.optional_data<T>(b.offset_buffer, true), b.optional_data<T>(b.mask_buffer, b.need_mask));
       }
       if (b.need_input) {
-        RECORD_FUNCTION("deformconv_cpp::input_grad", std::vector<c10::IValue>());
-        input_grad<scalar_t>(offset, data.mask_data<scalar_t>(), grad_columns, g, first, last,
-                             b.optional_data<scalar_t>(b.input_buffer, true, count));
+        ProfileScope scope("deformconv_cpp::input_grad");
+        input_grad<T>(offset, data.mask_data<T>(), grad_columns, g, first, last,
+                      b.optional_data<T>(b.input_buffer, true));
       }
     });
   }
@@ -125,71 +148,69 @@ void columns_chunk(const Backward& b, const Chunk& data, const at::Tensor& grad_
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_conv2d_backward(
-    const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& offset,
-    const std::optional<at::Tensor>& mask, const at::Tensor& weight, at::IntArrayRef stride,
-    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t batch_chunk, bool need_input,
-    bool need_offset_mask, bool need_weight) {
-  TORCH_CHECK(input.device().is_cpu(), "the cpp backend runs on CPU tensors, got input on ", input.device());
-  TORCH_CHECK(batch_chunk >= 1, "batch_chunk must be >= 1, got ", batch_chunk);
+std::tuple<Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward(
+    const Tensor& grad_output, const Tensor& input, const Tensor& offset, const std::optional<Tensor>& mask,
+    const Tensor& weight, IntHeaderOnlyArrayRef stride, IntHeaderOnlyArrayRef padding,
+    IntHeaderOnlyArrayRef dilation, int64_t batch_chunk, bool need_input, bool need_offset_mask, bool need_weight) {
+  STD_TORCH_CHECK(input.is_cpu(), "the cpp backend runs on CPU tensors, got input on another device");
+  STD_TORCH_CHECK(batch_chunk >= 1, "batch_chunk must be >= 1, got ", batch_chunk);
   const Geometry g = make_geometry(input, offset, mask, weight, stride, padding, dilation);
-  TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.batch &&
-                  grad_output.size(1) == g.out_channels && grad_output.size(2) == g.out_h &&
-                  grad_output.size(3) == g.out_w,
-              "grad_output must have shape [", g.batch, ", ", g.out_channels, ", ", g.out_h, ", ", g.out_w,
-              "], got ", grad_output.sizes());
-  const at::ScalarType acc = accumulation_type(input.scalar_type());
-  const auto acc_options = input.options().dtype(acc);
+  STD_TORCH_CHECK(grad_output.dim() == 4 && grad_output.size(0) == g.batch && grad_output.size(1) == g.out_channels &&
+                      grad_output.size(2) == g.out_h && grad_output.size(3) == g.out_w,
+                  "grad_output must have shape [", g.batch, ", ", g.out_channels, ", ", g.out_h, ", ", g.out_w,
+                  "], got ", shape_string(grad_output.sizes()));
+  const ScalarType dtype = input.scalar_type(), acc = accumulation_type(dtype);
   const bool depthwise = g.in_per_group == 1 && g.out_per_group == 1;
   const int64_t chunk = std::min(batch_chunk, std::max<int64_t>(g.batch, 1));
   const int64_t offset_channels = 2 * g.offset_groups * g.kernel_points;
 
   Backward b{g, need_input, need_offset_mask, need_offset_mask && mask.has_value(), need_weight};
-  b.weights = depthwise ? weight.reshape({g.channels, g.kernel_points}).t().to(acc).contiguous()
-                        : weight_matrix(weight, acc);
-  b.grad_weights = need_weight ? at::zeros(b.weights.sizes(), acc_options) : at::Tensor();
-  const auto output_or_empty = [&](bool needed, at::IntArrayRef sizes) {
-    return needed ? at::empty(sizes, input.options()) : input.new_empty({0});
+  b.weights = weight_matrix(weight, acc, depthwise);
+  // One column buffer for a tile of rows: the columns for grad_weight, then their gradient.
+  const int64_t tile = tile_rows(g, acc, chunk * g.out_pixels);
+  if (need_weight) {
+    // Depthwise kernels add to grad_weights; the general case writes the first tile's product
+    // there (none for an empty batch) and adds the later tiles' products from a buffer.
+    b.grad_weights = empty_cpu(b.weights.sizes(), acc);
+    if (depthwise || g.batch == 0) {
+      torch::stable::zero_(b.grad_weights);
+    }
+    if (!depthwise && (chunk < g.batch || tile < chunk * g.out_pixels)) {
+      b.weight_products = empty_cpu({g.groups, g.out_per_group, g.group_columns()}, acc);
+    }
+  }
+  const auto output_or_empty = [&](bool needed, IntHeaderOnlyArrayRef sizes) {
+    return needed ? empty_cpu(sizes, dtype) : empty_cpu({0}, dtype);
   };
   b.grad_input = output_or_empty(need_input, input.sizes());
   b.grad_offset = output_or_empty(need_offset_mask, offset.sizes());
-  b.grad_mask = output_or_empty(b.need_mask, b.need_mask ? mask->sizes() : at::IntArrayRef{0});
+  b.grad_mask = b.need_mask ? empty_cpu(mask->sizes(), dtype) : empty_cpu({0}, dtype);
   if (need_offset_mask) {
-    b.offset_buffer = at::empty({chunk, g.out_pixels, offset_channels}, acc_options);
+    b.offset_buffer = empty_cpu({chunk, g.out_pixels, offset_channels}, acc);
     if (b.need_mask) {
-      b.mask_buffer = at::empty({chunk, g.out_pixels, offset_channels / 2}, acc_options);
+      b.mask_buffer = empty_cpu({chunk, g.out_pixels, offset_channels / 2}, acc);
     }
   }
   if (need_input) {
-    b.input_buffer = at::empty({chunk, g.image_pixels(), g.channels}, acc_options);
+    b.input_buffer = empty_cpu({chunk, g.image_pixels(), g.channels}, acc);
   }
-  // One column buffer for a tile of rows: the columns for grad_weight, then their gradient.
-  const int64_t tile = tile_rows(g, c10::elementSize(acc), chunk * g.out_pixels);
-  at::Tensor columns, grad_out;
-  if (!depthwise) {
-    columns = at::empty({tile * g.channels * g.kernel_points}, acc_options);
-    grad_out = at::empty({g.out_channels * tile}, acc_options);
-  }
+  const Tensor columns = empty_cpu({depthwise ? 0 : tile * g.channels * g.kernel_points}, acc);
+  const Tensor grad_out = empty_cpu({depthwise ? 0 : g.out_channels * tile}, acc);
+  const Tensor grad = depthwise ? grad_output : torch::stable::contiguous(grad_output);
 
   for (int64_t start = 0; start < g.batch; start += chunk) {
     const int64_t count = std::min(chunk, g.batch - start);
     const Chunk data(input, offset, mask, start, count, acc);
     if (depthwise) {
-      depthwise_chunk(b, data, grad_output, start, count);
+      depthwise_chunk(b, data, grad, start, count);
     } else {
-      columns_chunk(b, data, grad_output, start, count, tile, columns, grad_out);
+      columns_chunk(b, data, grad, start, count, tile, columns, grad_out);
     }
     b.store(start, count);
   }
 
-  at::Tensor grad_weight = input.new_empty({0});
-  if (need_weight) {
-    const at::Tensor layout =
-        depthwise ? b.grad_weights.t().reshape(weight.sizes())
-                  : b.grad_weights.view({g.out_channels, g.kernel_h, g.kernel_w, g.in_per_group})
-                        .permute({0, 3, 1, 2});
-    grad_weight = layout.to(weight.scalar_type()).contiguous();
-  }
+  const Tensor grad_weight =
+      need_weight ? weight_from_matrix(b.grad_weights, weight, depthwise) : empty_cpu({0}, dtype);
   return {b.grad_input, b.grad_offset, b.grad_mask, grad_weight};
 }
 

@@ -1,44 +1,49 @@
 // Per-batch-chunk views of the op's tensors, in the layouts the kernels expect.
 #pragma once
 
-#include <ATen/ATen.h>
-
 #include <algorithm>
 #include <optional>
 
+#include "../tensor_ops.h"
 #include "geometry.h"
 
 namespace deformconv {
 
 // Checks the shapes (the Python layer has validated them; this guards direct calls of the op)
 // and returns the geometry they imply.
-Geometry make_geometry(const at::Tensor& input, const at::Tensor& offset,
-                       const std::optional<at::Tensor>& mask, const at::Tensor& weight,
-                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation);
+Geometry make_geometry(const Tensor& input, const Tensor& offset, const std::optional<Tensor>& mask,
+                       const Tensor& weight, IntHeaderOnlyArrayRef stride, IntHeaderOnlyArrayRef padding,
+                       IntHeaderOnlyArrayRef dilation);
 
-// float64 computes in float64; float32, float16 and bfloat16 in float32.
-inline at::ScalarType accumulation_type(at::ScalarType type) {
-  return type == at::kDouble ? at::kDouble : at::kFloat;
-}
-
-// Images [start, start + count) of a [N, C, H, W] tensor as a contiguous [count, H, W, C]
-// tensor of type `acc` (no copy when the tensor already is channels-last in that type).
-at::Tensor to_channels_last(const at::Tensor& tensor, int64_t start, int64_t count, at::ScalarType acc);
+// Images [start, start + count) of a [N, C, H, W] tensor as channels-last data of type `acc`:
+// a tensor whose data is [count, H, W, C] contiguous (the images themselves when they already
+// are channels-last in that type, otherwise a converted copy).
+Tensor to_channels_last(const Tensor& tensor, int64_t start, int64_t count, ScalarType acc);
 
 // Writes `source` ([count, H*W, C], accumulation type) into the contiguous [count, C, H, W]
 // tensor `target` of any floating dtype.
-void from_channels_last(const at::Tensor& source, const at::Tensor& target);
+void from_channels_last(const Tensor& source, const Tensor& target);
 
-// The weight as [C_out, kh * kw * C_in/groups] in type `acc`, matching the column layout.
-inline at::Tensor weight_matrix(const at::Tensor& weight, at::ScalarType acc) {
-  return weight.permute({0, 2, 3, 1}).to(acc).contiguous().view({weight.size(0), -1});
-}
+// The weight [C_out, C_in/groups, kh, kw] as [C_out, kh * kw * C_in/groups] in type `acc`,
+// matching the column layout; depthwise ([C, 1, kh, kw]): as [kh * kw, C].
+Tensor weight_matrix(const Tensor& weight, ScalarType acc, bool depthwise);
+
+// The inverse of weight_matrix: the weight gradient in the weight's layout and dtype.
+Tensor weight_from_matrix(const Tensor& matrix, const Tensor& weight, bool depthwise);
+
+// target[offset + r * target_stride + i] = source[source_offset + r * source_stride + i]
+// (+ bias[r]) for r < rows, i < length, converting to target's dtype: a block of rows between
+// two contiguous buffers (source and bias in an accumulation type when there is a bias).
+void copy_block(const Tensor& source, int64_t source_offset, int64_t source_stride,
+                const std::optional<Tensor>& bias, int64_t rows, int64_t length, const Tensor& target,
+                int64_t target_offset, int64_t target_stride);
 
 // Rows of the column buffer sampled and multiplied at once: about 8 MiB of columns, so that
 // the buffer stays small enough for the memory allocator to reuse it from one call to the
 // next (a fresh multi-megabyte buffer costs a page fault per 4 KiB on every call).
-inline int64_t tile_rows(const Geometry& g, int64_t element_size, int64_t rows) {
+inline int64_t tile_rows(const Geometry& g, ScalarType acc, int64_t rows) {
   constexpr int64_t kTileBytes = 8 << 20;
+  const int64_t element_size = acc == ScalarType::Double ? 8 : 4;
   const int64_t row_bytes = g.channels * g.kernel_points * element_size;
   return std::max<int64_t>(1, std::min(rows, kTileBytes / row_bytes));
 }
@@ -57,14 +62,13 @@ void for_each_image_part(const Geometry& g, int64_t first, int64_t last, const F
 
 // Inputs of one batch chunk, converted and laid out for the kernels.
 struct Chunk {
-  at::Tensor input;   // [m, H, W, C]
-  at::Tensor offset;  // [m, Ho, Wo, 2*G*K]
-  at::Tensor mask;    // [m, Ho, Wo, G*K], undefined without mask
+  Tensor input;                 // [m, H, W, C]
+  Tensor offset;                // [m, Ho, Wo, 2*G*K]
+  std::optional<Tensor> mask;   // [m, Ho, Wo, G*K], none without mask
 
-  Chunk(const at::Tensor& input_, const at::Tensor& offset_, const std::optional<at::Tensor>& mask_,
-        int64_t start, int64_t count, at::ScalarType acc)
-      : input(to_channels_last(input_, start, count, acc)),
-        offset(to_channels_last(offset_, start, count, acc)) {
+  Chunk(const Tensor& input_, const Tensor& offset_, const std::optional<Tensor>& mask_, int64_t start,
+        int64_t count, ScalarType acc)
+      : input(to_channels_last(input_, start, count, acc)), offset(to_channels_last(offset_, start, count, acc)) {
     if (mask_.has_value()) {
       mask = to_channels_last(*mask_, start, count, acc);
     }
@@ -72,7 +76,7 @@ struct Chunk {
 
   template <typename T>
   const T* mask_data() const {
-    return mask.defined() ? mask.const_data_ptr<T>() : nullptr;
+    return mask.has_value() ? const_ptr<T>(*mask) : nullptr;
   }
 };
 

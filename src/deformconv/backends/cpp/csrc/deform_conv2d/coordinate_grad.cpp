@@ -1,4 +1,4 @@
-#include <ATen/Parallel.h>
+#include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
 #include <vector>
@@ -72,7 +72,7 @@ void coordinate_grad(const T* input, const T* offset, const T* mask, const T* gr
   const auto ranges = channel_ranges(g, row_end - row_begin, g.per_offset_group);
   const Args<T> args{input, offset, mask, grad_columns, g, ranges, row_begin, grad_offset, grad_mask};
   const int64_t grain = std::max<int64_t>(1, 16384 / (g.channels * g.kernel_points));
-  at::parallel_for(row_begin, row_end, grain,
+  torch::stable::parallel_for(row_begin, row_end, grain,
                    [&](int64_t begin, int64_t end) { coordinate_rows(args, begin, end); });
 }
 

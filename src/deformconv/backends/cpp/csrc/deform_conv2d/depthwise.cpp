@@ -1,7 +1,7 @@
 // Depthwise deformable convolution (one input and one output channel per group): the
 // weighted sum over kernel points is fused into the sampling, channels-last and vectorised
 // over channels, instead of a column buffer and hundreds of 1-row matrix products.
-#include <ATen/Parallel.h>
+#include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
 #include <vector>
@@ -172,7 +172,7 @@ void depthwise_forward(const T* input, const T* offset, const T* mask, const T* 
                        int64_t images, T* output) {
   const Args<T> args{input, offset, mask, weight, nullptr, g};
   const int64_t grain = std::max<int64_t>(1, 16384 / (g.channels * g.kernel_points));
-  at::parallel_for(0, images * g.out_pixels, grain,
+  torch::stable::parallel_for(0, images * g.out_pixels, grain,
                    [&](int64_t begin, int64_t end) { forward_rows(args, output, begin, end); });
 }
 
@@ -182,7 +182,7 @@ void depthwise_coordinate_grad(const T* input, const T* offset, const T* mask, c
                                T* grad_mask) {
   const Args<T> args{input, offset, mask, weight, grad_output, g};
   const int64_t grain = std::max<int64_t>(1, 16384 / (g.channels * g.kernel_points));
-  at::parallel_for(0, images * g.out_pixels, grain, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, images * g.out_pixels, grain, [&](int64_t begin, int64_t end) {
     coordinate_rows(args, grad_offset, grad_mask, begin, end);
   });
 }
@@ -204,7 +204,7 @@ void depthwise_input_weight_grad(const T* input, const T* offset, const T* mask,
   // Per-image partial sums of grad_weight, added up in image order below (deterministic).
   std::vector<T> partial(grad_weight == nullptr ? 0 : images * weight_size, T(0));
   const Args<T> args{input, offset, mask, weight, grad_output, g};
-  at::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const WorkItem& item = items[i];
       input_weight_item(args, item, grad_input,

@@ -1,4 +1,4 @@
-#include <ATen/Parallel.h>
+#include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
 #include <vector>
@@ -70,7 +70,7 @@ void input_grad(const T* offset, const T* mask, const T* grad_columns, const Geo
   const int64_t first_image = row_begin / g.out_pixels;
   const int64_t images = (row_end - 1) / g.out_pixels + 1 - first_image;
   const Args<T> args{offset, mask, grad_columns, g, row_begin, row_end, grad_input};
-  at::parallel_for(0, images * per_image, 1, [&](int64_t begin, int64_t end) {
+  torch::stable::parallel_for(0, images * per_image, 1, [&](int64_t begin, int64_t end) {
     for (int64_t item = begin; item < end; ++item) {
       scatter_range(args, first_image + item / per_image, ranges[item % per_image]);
     }

@@ -57,8 +57,14 @@ void depthwise_input_weight_grad(const T* input, const T* offset, const T* mask,
                                  T* grad_input, T* grad_weight);
 
 // dst[n][j][i] = src[n][i][j] converted to D, for n < images, i < rows, j < cols: between
-// channels-first and channels-last layouts.
+// channels-first and channels-last layouts. S and D are any of double, float, Half, BFloat16.
 template <typename S, typename D>
 void transpose_images(const S* src, int64_t images, int64_t rows, int64_t cols, D* dst);
+
+// dst[r * dst_stride + i] = D(src[r * src_stride + i] + bias[r]) for r < rows, i < length (no
+// addition when bias is nullptr): a block of rows copied between buffers of different layouts.
+template <typename S, typename D>
+void copy_rows(const S* src, int64_t src_stride, const S* bias, int64_t rows, int64_t length, D* dst,
+               int64_t dst_stride);
 
 }  // namespace deformconv

@@ -1,4 +1,4 @@
-#include <ATen/Parallel.h>
+#include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
 #include <vector>
@@ -57,7 +57,7 @@ void sample_columns(const T* input, const T* offset, const T* mask, const Geomet
   const Args<T> args{input, offset, mask, g, ranges, row_begin, columns};
   // Enough rows per task to amortise the scheduling (about 16K column entries).
   const int64_t grain = std::max<int64_t>(1, 16384 / (g.channels * g.kernel_points));
-  at::parallel_for(row_begin, row_end, grain,
+  torch::stable::parallel_for(row_begin, row_end, grain,
                    [&](int64_t begin, int64_t end) { sample_rows(args, begin, end); });
 }
 
