@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 
 from deformconv import config
-from deformconv.backends import cpp, registry
 from deformconv.backends.registry import (
     ANY_DEVICE,
     Kernel,
@@ -25,9 +24,11 @@ from deformconv.backends.registry import (
     mark_unavailable,
     register_kernel,
     registered,
+    select,
     set_backend,
     unavailable_reason,
     use_backend,
+    warn_on_first_use,
 )
 
 #: The backends that ship with deformconv, in the order they load.
@@ -46,17 +47,6 @@ def load_backends() -> None:
         set_backend(forced)
 
 
-def select(op: str, device_type: str) -> Kernel:
-    """The kernel that runs ``op`` on ``device_type`` (see :func:`registry.select`).
-
-    The first CPU call warns when the C++ kernels failed to load and the user did not opt out
-    with ``DEFORMCONV_NO_EXT=1``: a missing build must not pass unnoticed as a slow package.
-    """
-    if device_type == "cpu":
-        cpp.warn_if_missing()
-    return registry.select(op, device_type)
-
-
 __all__ = [
     "ANY_DEVICE",
     "BUILTIN_BACKENDS",
@@ -71,4 +61,5 @@ __all__ = [
     "set_backend",
     "unavailable_reason",
     "use_backend",
+    "warn_on_first_use",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import pkgutil
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -50,6 +51,7 @@ class Kernel:
 
 _kernels: dict[tuple[str, str], dict[str, Kernel]] = {}
 _unavailable: dict[str, str] = {}
+_first_use_warnings: dict[str, str] = {}
 
 
 def _check_backend_name(name: str | None) -> str | None:
@@ -115,6 +117,15 @@ def mark_unavailable(name: str, reason: str) -> None:
     _unavailable[name] = reason
 
 
+def warn_on_first_use(device_type: str, message: str) -> None:
+    """Issues ``message`` as a RuntimeWarning when a kernel is first selected for ``device_type``.
+
+    A backend that could not load calls this when running without it is a surprise (a failed
+    build) rather than a choice: the user learns it from the first call, not from a slow program.
+    """
+    _first_use_warnings[device_type] = message
+
+
 def unavailable_reason(name: str) -> str | None:
     """Why backend ``name`` could not be loaded, or None if it loaded (or was never tried)."""
     return _unavailable.get(name)
@@ -138,6 +149,9 @@ def select(op: str, device_type: str) -> Kernel:
     Raises:
         RuntimeError: the forced backend has no kernel for ``op`` on ``device_type``.
     """
+    message = _first_use_warnings.pop(device_type, None)
+    if message is not None:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
     forced = forced_backend.get()
     if forced is None:
         return default_kernel(op, device_type)

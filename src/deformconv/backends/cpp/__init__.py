@@ -7,8 +7,8 @@ The sources are in ``csrc/`` (one sub-folder per operator) and build into the ex
 The extension uses only PyTorch's stable ABI (https://docs.pytorch.org/docs/stable/notes/libtorch_stable_abi.html)
 and Python's limited API, so one binary loads in every torch >= :data:`MIN_TORCH` and every
 CPython >= 3.10. Below that torch, or when the extension was not built, CPU calls run the
-pure-PyTorch reference, and the first of them warns (:func:`warn_if_missing`) unless
-``DEFORMCONV_NO_EXT=1`` says that this is intended.
+pure-PyTorch reference, and the first of them warns unless ``DEFORMCONV_NO_EXT=1`` says that
+this is intended.
 
 Example:
     >>> from deformconv.backends import cpp
@@ -20,20 +20,16 @@ from __future__ import annotations
 
 import re
 import sys
-import warnings
 
 import torch
 
 from deformconv import config
-from deformconv.backends.registry import import_kernel_modules
+from deformconv.backends.registry import import_kernel_modules, warn_on_first_use
 
 #: The oldest torch whose stable ABI the extension targets (setup.py builds for it).
 MIN_TORCH = (2, 10)
 
 OPT_OUT = "DEFORMCONV_NO_EXT"
-
-_missing: str | None = None  # why the extension did not load, unless the user opted out
-_warned = False
 
 
 def torch_release(version: str) -> tuple[int, int]:
@@ -70,32 +66,18 @@ def load() -> None:
         ImportError: the extension is disabled by ``DEFORMCONV_NO_EXT=1``, was not built, or
             cannot load in this torch; the reference backend then runs on CPU.
     """
-    global _missing
     if config.environment_flag(OPT_OUT):
         raise ImportError(f"C++ extension disabled by {OPT_OUT}=1; using the reference")
     try:
         _import_extension()
     except ImportError as error:
-        _missing = str(error)
+        warn_on_first_use(
+            "cpu",
+            f"deformconv: the C++ CPU kernels are not loaded: {error}. CPU calls run the pure-PyTorch "
+            f"reference, several times slower. Set {OPT_OUT}=1 to run the reference without this warning.",
+        )
         raise
     import_kernel_modules(sys.modules[__name__])
-
-
-def warn_if_missing() -> None:
-    """Warns once per process that CPU calls run the reference because the extension is missing.
-
-    Silent when the extension loaded or when ``DEFORMCONV_NO_EXT=1`` disabled it on purpose.
-    """
-    global _warned
-    if _missing is None or _warned:
-        return
-    _warned = True
-    warnings.warn(
-        f"deformconv: the C++ CPU kernels are not loaded: {_missing}. CPU calls run the pure-PyTorch "
-        f"reference, several times slower. Set {OPT_OUT}=1 to run the reference without this warning.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
 
 
 def build_info() -> dict[str, str] | None:
