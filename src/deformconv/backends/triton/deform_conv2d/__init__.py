@@ -9,7 +9,7 @@
 - :mod:`.weight_grad`: gradient of the weight (implicit GEMM over output pixels).
 - :mod:`.backward`: the backward kernel's launcher, including the deterministic mode.
 - :mod:`.configs`: tiles, warps and stages per kernel, dtype and GPU family.
-- :mod:`.launch`: dtypes and precision (TF32), argument layouts, the packed-weight cache.
+- :mod:`.launch`: dtypes and precision (TF32), argument layouts.
 - :mod:`.health`: the shapes the kernel health check compiles (``../HEALTH.md``).
 """
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -100,41 +99,16 @@ def on_device(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _pack_weight(weight: torch.Tensor) -> torch.Tensor:
-    out_channels, in_per_group, kernel_h, kernel_w = weight.shape
-    return weight.permute(2, 3, 1, 0).reshape(kernel_h * kernel_w, in_per_group, out_channels).contiguous()
-
-
-@dataclass
-class _Packed:
-    weight: weakref.ref
-    version: int
-    packed: torch.Tensor
-
-
-# Packed weights by id() of the weight they were made from, while that weight lives.
-_packed: dict[int, _Packed] = {}
-
-
 def kernel_weight(weight: torch.Tensor) -> torch.Tensor:
     """weight (Tensor[C_out, C_in/groups, kh, kw]) as Tensor[kh*kw, C_in/groups, C_out], contiguous.
 
-    Output channels are innermost so that a weight tile loads along contiguous memory. The
-    packed copy is kept while ``weight`` lives and reused until ``weight`` changes (its version
-    counter, bumped by every in-place update such as an optimizer step), so a layer's forward
-    and backward pack its weight once per update, not once per call.
+    Output channels are innermost so that a weight tile loads along contiguous memory. Packed at
+    every call: a cache keyed on the tensor's version counter would miss updates made through
+    ``weight.data`` (which bypass the counter, as EMA updates and ``gradcheck`` do), and the copy
+    is small next to the convolution.
     """
-    try:
-        version = weight._version
-    except RuntimeError:  # inference tensors have no version counter: nothing tells when they change
-        return _pack_weight(weight)
-    key = id(weight)
-    entry = _packed.get(key)
-    if entry is not None and entry.weight() is weight and entry.version == version:
-        return entry.packed
-    packed = _pack_weight(weight)
-    _packed[key] = _Packed(weakref.ref(weight, lambda _, key=key: _packed.pop(key, None)), version, packed)
-    return packed
+    out_channels, in_per_group, kernel_h, kernel_w = weight.shape
+    return weight.permute(2, 3, 1, 0).reshape(kernel_h * kernel_w, in_per_group, out_channels).contiguous()
 
 
 def channels_last(input: torch.Tensor) -> torch.Tensor:
