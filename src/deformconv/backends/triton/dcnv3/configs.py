@@ -32,26 +32,30 @@ class Config:
     Attributes:
         block_q: output pixels per program.
         block_d: channels per program: the group's channels rounded up to a power of two.
-        num_warps, num_stages: Triton's launch options (ignored by the interpreter). The register
-            ceiling is always explicit (``maxnreg``: all the registers a thread of this block
-            size may have): without it, the ptxas that Triton 3.9 runs keeps the backward under
-            the registers it needs and spills.
+        num_warps, num_stages: Triton's launch options (ignored by the interpreter).
+        full_registers: set the register ceiling explicitly (``maxnreg``: all the registers a
+            thread of this block size may have). Without it, the ptxas that Triton 3.9 runs
+            keeps the float32 and float64 kernels under the registers they need on some
+            targets and spills; the others keep their lower register counts (and occupancy).
     """
 
     block_q: int
     block_d: int
     num_warps: int
     num_stages: int
+    full_registers: bool
 
     def options(self) -> dict:
         """The kernel keyword arguments of this configuration (tiles and launch options)."""
-        return {
+        options = {
             "BLOCK_Q": self.block_q,
             "BLOCK_D": self.block_d,
             "num_warps": self.num_warps,
             "num_stages": self.num_stages,
-            "maxnreg": min(MAX_REGISTERS, REGISTER_FILE // (32 * self.num_warps)),
         }
+        if self.full_registers:
+            options["maxnreg"] = min(MAX_REGISTERS, REGISTER_FILE // (32 * self.num_warps))
+        return options
 
 
 @dataclass(frozen=True)
@@ -60,23 +64,25 @@ class _Limits:
     max_q: int
     num_warps: int
     num_stages: int
+    full_registers: bool = False
 
 
 # (kernel, dtype class) -> limits on every GPU family (Turing included) unless _HOPPER differs.
 _LIMITS = {
     ("forward", "half"): _Limits(2048, 64, 4, 2),
     ("forward", "fp32"): _Limits(2048, 64, 4, 2),
-    # A [64, 32] float64 tile spills 8 bytes on sm_90.
-    ("forward", "fp64"): _Limits(1024, 64, 4, 2),
+    # float64: 8 bytes spill from a [64, 32] tile on sm_90, and from a [32, 32] one on sm_80
+    # unless the ceiling is explicit.
+    ("forward", "fp64"): _Limits(1024, 64, 4, 2, full_registers=True),
     ("backward", "half"): _Limits(2048, 64, 4, 2),
-    # The backward holds the gradient tile and a corner tile at once: at 2048 elements of float32 it
-    # spills on sm_75 and sm_80 (255 registers), at 2048 of float64 everywhere.
-    ("backward", "fp32"): _Limits(1024, 64, 4, 2),
-    ("backward", "fp64"): _Limits(1024, 64, 4, 2),
+    # The backward holds the gradient tile and a corner tile at once: with 2048 elements, float32
+    # spills 16-176 bytes on sm_75 and sm_80, float64 480-800 bytes everywhere.
+    ("backward", "fp32"): _Limits(1024, 64, 4, 2, full_registers=True),
+    ("backward", "fp64"): _Limits(1024, 64, 4, 2, full_registers=True),
 }
 # Hopper (sm_90) where it differs: the float32 backward fits in 176 registers with 2048 elements.
 _HOPPER = {
-    ("backward", "fp32"): _Limits(2048, 64, 4, 2),
+    ("backward", "fp32"): _Limits(2048, 64, 4, 2, full_registers=True),
 }
 
 
@@ -97,4 +103,4 @@ def config(kernel: str, group_channels: int, dtype: torch.dtype, capability: int
     limits = _HOPPER.get(key, _LIMITS[key]) if capability >= 90 else _LIMITS[key]
     block_d = triton.next_power_of_2(group_channels)
     block_q = max(1, min(limits.max_q, limits.tile_elements // block_d))
-    return Config(block_q, block_d, limits.num_warps, limits.num_stages)
+    return Config(block_q, block_d, limits.num_warps, limits.num_stages, limits.full_registers)

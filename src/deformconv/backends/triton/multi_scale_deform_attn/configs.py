@@ -30,38 +30,39 @@ class Config:
     Attributes:
         block_q: queries per program (``value_grad``: unused, a program walks every query).
         block_d: channels per program (or per step of the backward's channel loop).
-        num_warps, num_stages: Triton's launch options (ignored by the interpreter). The register
-            ceiling is always explicit (``maxnreg``: all the registers a thread of this block
-            size may have): without it, the ptxas that Triton 3.9 runs settles on 48-168
-            registers for these kernels and spills 8-104 bytes per thread to local memory.
+        num_warps, num_stages: Triton's launch options (ignored by the interpreter).
+        full_registers: set the register ceiling explicitly (``maxnreg``: all the registers a
+            thread of this block size may have). Without it, the ptxas that Triton 3.9 runs
+            settles on 48-168 registers for the forward and the backward and spills 8-104 bytes
+            per thread on sm_75 or sm_90.
     """
 
     block_q: int
     block_d: int
     num_warps: int
     num_stages: int
+    full_registers: bool
 
     def options(self) -> dict:
         """Triton's launch options of this configuration."""
-        return {
-            "num_warps": self.num_warps,
-            "num_stages": self.num_stages,
-            "maxnreg": min(MAX_REGISTERS, REGISTER_FILE // (32 * self.num_warps)),
-        }
+        options = {"num_warps": self.num_warps, "num_stages": self.num_stages}
+        if self.full_registers:
+            options["maxnreg"] = min(MAX_REGISTERS, REGISTER_FILE // (32 * self.num_warps))
+        return options
 
 
-# kernel -> (queries per program, channels per program at most, warps, stages)
+# kernel -> (queries per program, channels per program at most, warps, stages, full registers)
 _LIMITS = {
-    "forward": (16, 64, 4, 2),
-    "backward": (16, 64, 4, 2),
+    "forward": (16, 64, 4, 2, True),
+    "backward": (16, 64, 4, 2, True),
     # One thread per channel lane orders the read-modify-write of a row (see the kernel): 32
     # lanes, one warp.
-    "value_grad": (1, 32, 1, 1),
+    "value_grad": (1, 32, 1, 1, False),
 }
 
 
 def config(kernel: str, channels: int) -> Config:
     """The configuration of ``kernel`` for ``channels`` per head (D); ``kernel`` is one of ``KERNELS``."""
-    block_q, max_d, num_warps, num_stages = _LIMITS[kernel]
+    block_q, max_d, num_warps, num_stages, full_registers = _LIMITS[kernel]
     block_d = max_d if kernel == "value_grad" else max(16, min(max_d, triton.next_power_of_2(channels)))
-    return Config(block_q, block_d, num_warps, num_stages)
+    return Config(block_q, block_d, num_warps, num_stages, full_registers)
