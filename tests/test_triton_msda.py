@@ -104,7 +104,7 @@ def test_nan_locations_and_empty_queries(triton_backend):
     assert out.shape == (2, 0, 6) and (grads[0] == 0).all()
 
 
-def test_health_cases_are_listed():
-    cases = health.health_cases()
-    assert cases and all(isinstance(name, str) and callable(fn) for name, fn in cases)
-    assert len({name for name, _ in cases}) == len(cases)
+def test_health_cases_cover_every_dtype_once_per_shape():
+    cases = health.cases()
+    assert {case.dtype for case in cases} == {torch.float32, torch.float16, torch.bfloat16, torch.float64}
+    assert len({(case.name, case.dtype) for case in cases}) == len(cases)

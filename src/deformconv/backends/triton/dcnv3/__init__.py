@@ -1,8 +1,9 @@
 """``dcnv3`` and ``dcnv4`` kernels of the ``"triton"`` backend (one set of kernels for both layouts).
 
 - :mod:`.kernels`: the ``@triton.jit`` forward and backward kernels.
+- :mod:`.configs`: their launch configurations per kernel, dtype and GPU family.
 - :mod:`.launch`: their launchers.
-- :mod:`.health`: representative launches for a kernel-health check.
+- :mod:`.health`: their cases of the kernel health check (:mod:`deformconv.backends.triton.health`).
 """
 
 from __future__ import annotations

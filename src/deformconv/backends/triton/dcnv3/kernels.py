@@ -4,7 +4,10 @@ Channels-last, many channels per program, as these operators were designed for: 
 owns ``BLOCK_Q`` output pixels of one group and all ``D`` channels of that group (``BLOCK_D``
 is ``D`` rounded up to a power of two). For each sample point it computes the location and the
 bilinear corners once per pixel, then reads each corner as a ``[BLOCK_Q, BLOCK_D]`` tile of
-contiguous channels. Everything is computed in float32 (float64 for float64 inputs).
+contiguous channels. Both kernels run on a 1-d grid (see
+:func:`deformconv.backends.triton.runtime.launch`): program ``i`` owns group ``i % G`` of pixel
+tile ``i // G``, so the groups of one pixel tile are neighbours. Everything is computed in
+float32 (float64 for float64 inputs).
 """
 
 from __future__ import annotations
@@ -62,15 +65,23 @@ def _corner(x0, y0, lx, ly, inside, corner: tl.constexpr, height, width):
 
 
 @triton.jit
+def _tile(channels, D: tl.constexpr, BLOCK_Q: tl.constexpr):
+    """Group ``g`` and output pixels ``q`` [BLOCK_Q] of this program."""
+    groups = channels // D
+    g = tl.program_id(0) % groups
+    q = (tl.program_id(0) // groups) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    return g, q
+
+
+@triton.jit
 def dcn_forward_kernel(
     input_ptr, offset_ptr, mask_ptr, taps_ptr, output_ptr,
     total, out_h, out_w, height, width, channels, stride_h, stride_w, origin_x, origin_y, scale,
     offset_start, offset_pixel_stride, offset_group_stride, mask_start, mask_pixel_stride, mask_group_stride,
     D: tl.constexpr, P: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
-    """output[q, g*D + d] = sum over points and corners of weight * input; grid (cdiv(N*Ho*Wo, BLOCK_Q), G)."""
-    g = tl.program_id(1)
-    q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    """output[q, g*D + d] = sum over points and corners of weight * input; cdiv(N*Ho*Wo, BLOCK_Q) * G programs."""
+    g, q = _tile(channels, D, BLOCK_Q)
     q_valid = q < total
     d = tl.arange(0, BLOCK_D)
     d_valid = d < D
@@ -103,8 +114,7 @@ def dcn_backward_kernel(
     """Gradients; grid as the forward's. A program writes the offset and weight gradients of its own
     pixels and group (written in the layout of offset and mask), and adds the input gradient
     (in ``ACC``) with atomics."""
-    g = tl.program_id(1)
-    q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    g, q = _tile(channels, D, BLOCK_Q)
     q_valid = q < total
     d = tl.arange(0, BLOCK_D)
     d_valid = d < D

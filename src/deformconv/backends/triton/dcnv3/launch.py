@@ -1,4 +1,8 @@
-"""Launchers of the DCNv3 / DCNv4 Triton kernels: tensors in, tensors out, for either layout."""
+"""Launchers of the DCNv3 / DCNv4 Triton kernels: tensors in, tensors out, for either layout.
+
+Tiles and launch options are in :mod:`.configs`; both kernels launch on a 1-d grid through
+:func:`deformconv.backends.triton.runtime.launch`.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,17 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from deformconv.backends.triton.dcnv3.configs import Config, config
 from deformconv.backends.triton.dcnv3.kernels import dcn_backward_kernel, dcn_forward_kernel
+from deformconv.backends.triton.deform_conv2d.launch import on_device
+from deformconv.backends.triton.runtime import capability, check_pixels, launch
 from deformconv.ops.dcnv3.geometry import DCNGeometry
 from deformconv.ops.dcnv4.layout import PointLayout
 
-# Output pixels per program; with BLOCK_D channels a program holds a [BLOCK_Q, BLOCK_D] tile.
-TILE_ELEMENTS = 2048
-MAX_BLOCK_Q = 64
 
-
-def _blocks(geometry: DCNGeometry) -> dict[str, object]:
-    block_d = triton.next_power_of_2(geometry.group_channels)
-    block_q = max(1, min(MAX_BLOCK_Q, TILE_ELEMENTS // block_d))
+def _options(geometry: DCNGeometry, cfg: Config) -> dict[str, object]:
     acc = tl.float64 if geometry.dtype == torch.float64 else tl.float32
-    return {"D": geometry.group_channels, "P": geometry.points, "BLOCK_Q": block_q, "BLOCK_D": block_d, "ACC": acc}
+    return {"D": geometry.group_channels, "P": geometry.points, "ACC": acc, **cfg.options()}
 
 
 def _sizes(geometry: DCNGeometry, layout: PointLayout) -> tuple:
@@ -37,9 +38,10 @@ def _taps(geometry: DCNGeometry, device: torch.device) -> Tensor:
     return torch.tensor([v for tap in geometry.taps for v in tap], dtype=dtype, device=device)
 
 
-def _grid(geometry: DCNGeometry, blocks: dict[str, object]) -> tuple[int, int]:
+def _programs(geometry: DCNGeometry, cfg: Config) -> int:
     total = geometry.batch * geometry.out_size[0] * geometry.out_size[1]
-    return (triton.cdiv(total, blocks["BLOCK_Q"]), geometry.group)
+    check_pixels("N * H_out * W_out", total)
+    return triton.cdiv(total, cfg.block_q) * geometry.group
 
 
 def dcn_forward(input: Tensor, offset: Tensor, mask: Tensor, geometry: DCNGeometry, layout: PointLayout) -> Tensor:
@@ -48,9 +50,10 @@ def dcn_forward(input: Tensor, offset: Tensor, mask: Tensor, geometry: DCNGeomet
     output = input.new_empty(geometry.batch, *geometry.out_size, geometry.channels)
     if output.numel() == 0:
         return output
-    blocks = _blocks(geometry)
-    taps = _taps(geometry, input.device)
-    dcn_forward_kernel[_grid(geometry, blocks)](input, offset, mask, taps, output, *_sizes(geometry, layout), **blocks)
+    cfg = config("forward", geometry.group_channels, geometry.dtype, capability(input.device))
+    args = (input, offset, mask, _taps(geometry, input.device), output, *_sizes(geometry, layout))
+    with on_device(input.device):
+        launch(dcn_forward_kernel, _programs(geometry, cfg), args, _options(geometry, cfg), "pixel tiles * groups")
     return output
 
 
@@ -77,15 +80,18 @@ def dcn_backward(
     grad_offset = torch.zeros_like(offset) if need_offset_mask else None
     grad_mask = (grad_offset if packed else torch.zeros_like(mask)) if need_offset_mask else None
     if grad_output.numel() > 0 and (need_input or need_offset_mask):
-        blocks = _blocks(geometry)
+        cfg = config("backward", geometry.group_channels, geometry.dtype, capability(input.device))
         unused = input.new_empty(0)
-        dcn_backward_kernel[_grid(geometry, blocks)](
+        args = (
             grad_output, input, offset, mask, _taps(geometry, input.device),
             unused if grad_input is None else grad_input,
             unused if grad_offset is None else grad_offset,
             unused if grad_mask is None else grad_mask,
-            *_sizes(geometry, layout), **blocks, NEED_INPUT=need_input, NEED_OFFSET_MASK=need_offset_mask,
+            *_sizes(geometry, layout),
         )  # fmt: skip
+        options = dict(_options(geometry, cfg), NEED_INPUT=need_input, NEED_OFFSET_MASK=need_offset_mask)
+        with on_device(input.device):
+            launch(dcn_backward_kernel, _programs(geometry, cfg), args, options, "pixel tiles * groups")
     if grad_input is not None:
         grad_input = grad_input.to(input.dtype)
     return grad_input, grad_offset, None if packed else grad_mask

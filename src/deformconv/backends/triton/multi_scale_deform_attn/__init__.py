@@ -2,8 +2,9 @@
 
 - :mod:`.kernels`: the ``@triton.jit`` kernels (forward, backward with atomics, deterministic
   value gradient).
+- :mod:`.configs`: their launch configurations per kernel, dtype and GPU family.
 - :mod:`.launch`: their launchers, the backend's kernels for the op.
-- :mod:`.health`: representative launches for a kernel-health harness (:func:`.health.health_cases`).
+- :mod:`.health`: their cases of the kernel health check (:mod:`deformconv.backends.triton.health`).
 """
 
 from deformconv.backends.registry import register_kernel

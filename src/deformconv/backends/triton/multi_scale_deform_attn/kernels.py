@@ -4,6 +4,9 @@ Every kernel reads the level sizes and starts from ``spatial_shapes`` and ``leve
 on the device (no host synchronisation) and walks levels and points in loops. Values are read
 in their dtype and accumulated in ``ACC`` (float32, or float64 for float64 input).
 
+Every kernel runs on a 1-d grid (see :func:`deformconv.backends.triton.runtime.launch`) and
+decodes its tile indices from the program id, the fastest-varying index first.
+
 - :func:`forward_kernel`: a program computes ``BLOCK_Q`` queries x ``BLOCK_D`` channels of one
   (image, head).
 - :func:`backward_kernel`: a program computes the location and weight gradients of ``BLOCK_Q``
@@ -72,12 +75,14 @@ def _corner(c: tl.constexpr, inside, x0, y0, lx, ly, height, width):
 
 
 @triton.jit
-def _query_block(queries, heads, BLOCK_Q: tl.constexpr):
-    """Image n, head m, the program's queries, their mask and their output rows ``(n*Lq + q)*M + m``."""
-    pid_nm = tl.program_id(1)
+def _query_block(tile, queries, heads, BLOCK_Q: tl.constexpr):
+    """Image n, head m, the queries of ``tile`` (query tiles of every (image, head) in order), their
+    mask and their output rows ``(n*Lq + q)*M + m``."""
+    q_tiles = tl.cdiv(queries, BLOCK_Q)
+    pid_nm = tile // q_tiles
     n = (pid_nm // heads).to(tl.int64)
     m = pid_nm % heads
-    q = tl.program_id(0) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+    q = (tile % q_tiles) * BLOCK_Q + tl.arange(0, BLOCK_Q)
     return n, m, q < queries, (n * queries + q) * heads + m
 
 
@@ -95,8 +100,10 @@ def forward_kernel(
     num_value, queries, heads, channels, levels, points,
     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
-    n, m, q_mask, row = _query_block(queries, heads, BLOCK_Q)
-    d = tl.program_id(2) * BLOCK_D + tl.arange(0, BLOCK_D)
+    # Channel tiles of one query tile are neighbours: they share the sampling locations.
+    d_tiles = tl.cdiv(channels, BLOCK_D)
+    n, m, q_mask, row = _query_block(tl.program_id(0) // d_tiles, queries, heads, BLOCK_Q)
+    d = (tl.program_id(0) % d_tiles) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = d < channels
     acc = tl.zeros([BLOCK_Q, BLOCK_D], dtype=ACC)
     for level in range(levels):
@@ -121,7 +128,7 @@ def backward_kernel(
     NEED_COORDS: tl.constexpr, ATOMIC_VALUE: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_D: tl.constexpr, ACC: tl.constexpr,
 ):  # fmt: skip
-    n, m, q_mask, row = _query_block(queries, heads, BLOCK_Q)
+    n, m, q_mask, row = _query_block(tl.program_id(0), queries, heads, BLOCK_Q)
     for level in range(levels):
         height, width, base = _level(shapes_ptr, starts_ptr, level, n, m, num_value, heads)
         for p in range(points):
@@ -164,11 +171,12 @@ def value_grad_kernel(
 ):  # fmt: skip
     # One thread per channel lane (BLOCK_D >= 32 * num_warps, set by the launcher), so the
     # read-modify-write of a row by consecutive samples is ordered within that thread.
-    pid = tl.program_id(0)
+    d_tiles = tl.cdiv(channels, BLOCK_D)
+    pid = tl.program_id(0) // d_tiles
     n = (pid // (heads * levels)).to(tl.int64)
     m = (pid // levels) % heads
     level = pid % levels
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    d = (tl.program_id(0) % d_tiles) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_mask = d < channels
     height, width, base = _level(shapes_ptr, starts_ptr, level, n, m, num_value, heads)
     for q in range(queries):

@@ -1,7 +1,7 @@
 """Launchers of the multi-scale deformable attention kernels (the ``"triton"`` backend's kernels).
 
-Block sizes are fixed heuristics, not autotuned (``triton.autotune`` would also time every
-candidate in the interpreter that runs the tests without a GPU), and not yet tuned on a GPU.
+Tiles and launch options are in :mod:`.configs`; every kernel launches on a 1-d grid through
+:func:`deformconv.backends.triton.runtime.launch`.
 
 The backward's value gradient is added with atomics into a buffer of the accumulation dtype,
 unless ``torch.use_deterministic_algorithms(True)`` is in effect: then a second kernel gives each
@@ -17,26 +17,19 @@ import triton.language as tl
 from torch import Tensor
 
 from deformconv.backends.triton.deform_conv2d.launch import on_device
+from deformconv.backends.triton.multi_scale_deform_attn.configs import config
 from deformconv.backends.triton.multi_scale_deform_attn.kernels import (
     backward_kernel,
     forward_kernel,
     value_grad_kernel,
 )
+from deformconv.backends.triton.runtime import launch
 from deformconv.ops.multi_scale_deform_attn.contract import Grads, NeededGrads
 from deformconv.ops.multi_scale_deform_attn.geometry import AttnGeometry
-
-BLOCK_Q = 16
-MAX_BLOCK_D = 64
-# The deterministic value gradient needs one thread per channel lane: 32 lanes, one warp.
-DETERMINISTIC_BLOCK_D = 32
 
 
 def _acc(dtype: torch.dtype) -> tl.dtype:
     return tl.float64 if dtype == torch.float64 else tl.float32
-
-
-def _block_d(channels: int) -> int:
-    return max(16, min(MAX_BLOCK_D, triton.next_power_of_2(channels)))
 
 
 def _sizes(g: AttnGeometry) -> tuple[int, ...]:
@@ -55,17 +48,17 @@ def forward(
     output = value.new_empty(geometry.batch, geometry.queries, geometry.embed_dims)
     if output.numel() == 0:
         return output
-    block_d = _block_d(geometry.channels)
-    grid = (
-        triton.cdiv(geometry.queries, BLOCK_Q),
-        geometry.batch * geometry.heads,
-        triton.cdiv(geometry.channels, block_d),
+    cfg = config("forward", geometry.channels)
+    programs = (
+        geometry.batch
+        * geometry.heads
+        * triton.cdiv(geometry.queries, cfg.block_q)
+        * triton.cdiv(geometry.channels, cfg.block_d)
     )
+    args = (value, spatial_shapes, level_start_index, sampling_locations, attention_weights, output, *_sizes(geometry))
+    options = dict(BLOCK_Q=cfg.block_q, BLOCK_D=cfg.block_d, ACC=_acc(value.dtype), **cfg.options())
     with on_device(value.device):
-        forward_kernel[grid](
-            value, spatial_shapes, level_start_index, sampling_locations, attention_weights, output,
-            *_sizes(geometry), BLOCK_Q=BLOCK_Q, BLOCK_D=block_d, ACC=_acc(value.dtype),
-        )  # fmt: skip
+        launch(forward_kernel, programs, args, options, "N * heads * query tiles * channel tiles")
     return output
 
 
@@ -92,19 +85,26 @@ def backward(
     with on_device(value.device):
         atomic = grad_value is not None and not deterministic
         if work and (need_coords or atomic):
-            grid = (triton.cdiv(geometry.queries, BLOCK_Q), rows)
-            backward_kernel[grid](
+            cfg = config("backward", geometry.channels)
+            args = (
                 grad_output, value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
                 grad_value if atomic else value, grad_locations, grad_weights, *_sizes(geometry),
+            )  # fmt: skip
+            options = dict(
                 NEED_COORDS=need_coords, ATOMIC_VALUE=atomic,
-                BLOCK_Q=BLOCK_Q, BLOCK_D=_block_d(geometry.channels), ACC=_acc(value.dtype),
+                BLOCK_Q=cfg.block_q, BLOCK_D=cfg.block_d, ACC=_acc(value.dtype), **cfg.options(),
             )  # fmt: skip
+            programs = rows * triton.cdiv(geometry.queries, cfg.block_q)
+            launch(backward_kernel, programs, args, options, "N * heads * query tiles")
         if work and grad_value is not None and deterministic:
-            grid = (rows * geometry.levels, triton.cdiv(geometry.channels, DETERMINISTIC_BLOCK_D))
-            value_grad_kernel[grid](
+            cfg = config("value_grad", geometry.channels)
+            args = (
                 grad_output, spatial_shapes, level_start_index, sampling_locations, attention_weights, grad_value,
-                *_sizes(geometry), BLOCK_D=DETERMINISTIC_BLOCK_D, ACC=_acc(value.dtype), num_warps=1,
+                *_sizes(geometry),
             )  # fmt: skip
+            options = dict(BLOCK_D=cfg.block_d, ACC=_acc(value.dtype), **cfg.options())
+            programs = rows * geometry.levels * triton.cdiv(geometry.channels, cfg.block_d)
+            launch(value_grad_kernel, programs, args, options, "N * heads * levels * channel tiles")
     return Grads(
         None if grad_value is None else grad_value.to(value.dtype),
         grad_locations if needed.sampling_locations else None,
