@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "chunk.h"
+#include "fused_forward.h"
 #include "kernels.h"
 #include "ops.h"
 
@@ -73,6 +74,15 @@ at::Tensor deform_conv2d_forward(const at::Tensor& input, const at::Tensor& offs
   const bool depthwise = g.in_per_group == 1 && g.out_per_group == 1;
 
   at::Tensor output = at::empty({g.batch, g.out_channels, g.out_h, g.out_w}, input.options());
+  if (!depthwise && acc == at::kFloat && fused_forward_applies(g)) {
+    const at::Tensor w = weight.to(acc).contiguous(), b = bias.has_value() ? bias->to(acc).contiguous() : at::Tensor();
+    at::Tensor out = output.scalar_type() == acc ? output : at::empty(output.sizes(), input.options().dtype(acc));
+    const Chunk data(input, offset, mask, 0, g.batch, acc);
+    fused_forward(data.input.const_data_ptr<float>(), data.offset.const_data_ptr<float>(), data.mask_data<float>(),
+                  w.const_data_ptr<float>(), b.defined() ? b.const_data_ptr<float>() : nullptr, g, g.batch,
+                  out.mutable_data_ptr<float>());
+    return out.scalar_type() == output.scalar_type() ? out : output.copy_(out);
+  }
   const int64_t chunk = std::min(batch_chunk, std::max<int64_t>(g.batch, 1));
   const at::Tensor weights = depthwise
                                  ? weight.reshape({g.channels, g.kernel_points}).t().to(acc).contiguous()
