@@ -1,10 +1,12 @@
-"""The C++ forward without a column buffer (one convolution group, float32 arithmetic).
+"""The C++ forward without a column buffer (float32 arithmetic; one convolution group, or groups of
+at least a block of output channels).
 
-The cpp backend samples panels of output pixels and multiplies them in blocks of 32 (AVX-512) or
-16 (AVX2) output channels and 12 or 6 pixels, over the columns in blocks of 256: these cases put
-the edges of every block (channels past a block, pixels past a panel, a depth block that ends
-inside a kernel point, panels that span images) where the results are checked against the
-pure-PyTorch reference in float64 and the float64 loop oracle.
+The cpp backend samples panels of output pixels and multiplies them, per convolution group, in
+blocks of 32 (AVX-512) or 16 (AVX2) output channels and 12 or 6 pixels, over the columns in
+blocks of 256: these cases put the edges of every block (channels past a block, pixels past a
+panel, a depth block that ends inside a kernel point, panels that span images, offset groups
+that straddle convolution groups) where the results are checked against the pure-PyTorch
+reference in float64 and the float64 loop oracle.
 """
 
 from __future__ import annotations
@@ -43,6 +45,11 @@ CASES = [
         modulated=False,
         bias=False,
     ),
+    # 4 convolution groups of 3 input and 33 output channels, 3 offset groups of 4 channels: the
+    # runs of channels that share both are 3, 1, 2, 2, 1, 3 long.
+    Case(batch=2, in_channels=12, out_channels=132, size=(9, 8), groups=4, offset_groups=3),
+    # 2 groups of 40 output channels (two blocks and a part per group), depth 6 * 9 = 54.
+    Case(batch=1, in_channels=12, out_channels=80, size=(8, 8), groups=2, stride=(2, 2), modulated=False),
     # A single output pixel; a 1x1 kernel.
     Case(batch=1, in_channels=6, out_channels=64, size=(1, 1), kernel=(1, 1), padding=(0, 0)),
 ]
@@ -68,8 +75,15 @@ def test_float32_matches_the_float64_reference(case):
     assert_close_to_scale(got, want, TOLERANCE[torch.float32])
 
 
-def test_float32_matches_the_oracle():
-    case = CASES[0].vary(batch=1, offset_groups=3, in_channels=6, size=(4, 6))
+@pytest.mark.parametrize(
+    "case",
+    [
+        CASES[0].vary(batch=1, offset_groups=3, in_channels=6, size=(4, 6)),
+        Case(batch=1, in_channels=6, out_channels=66, size=(4, 5), groups=2, offset_groups=3),
+    ],
+    ids=case_id,
+)
+def test_float32_matches_the_oracle(case):
     tensors = case.tensors(dtype=torch.float64)
     want = deform_conv2d_oracle(**tensors, **case.params())
     assert_close_to_scale(_forward(case, torch.float32), want, TOLERANCE[torch.float32])

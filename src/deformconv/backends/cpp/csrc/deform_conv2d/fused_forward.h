@@ -1,6 +1,6 @@
-// Forward of a deformable convolution with one convolution group, with no column buffer in
-// memory: each thread samples a panel of output pixels into a buffer that stays in its cache and
-// multiplies it right away with the packed weight (micro_kernel.h). Raw pointers, float32.
+// Forward of a deformable convolution with no column buffer in memory: each thread samples a
+// panel of output pixels into a buffer that stays in its cache and multiplies it right away,
+// per convolution group, with the packed weight (micro_kernel.h). Raw pointers, float32.
 #pragma once
 
 #include <cstdint>
@@ -9,15 +9,16 @@
 
 namespace deformconv {
 
-// True when fused_forward computes this geometry: one convolution group, and a processor with a
-// micro-kernel (AVX-512, or AVX2 + FMA).
+// True when fused_forward should compute this geometry: a processor with a micro-kernel (AVX-512,
+// or AVX2 + FMA), and one convolution group or groups of at least a block of output channels.
+// (Depthwise convolutions have a kernel of their own.)
 bool fused_forward_applies(const Geometry& geometry);
 
 // output = bias + weight * mask * bilinear samples of the input, for `images` images:
 //   input  [images, H, W, C]      channels last
 //   offset [images, P, 2*G*K]     (dy, dx) pairs, offset group major, kernel point minor
 //   mask   [images, P, G*K]       or nullptr
-//   weight [C_out, C, kh, kw]     contiguous
+//   weight [C_out, C/groups, kh, kw] contiguous
 //   bias   [C_out]                or nullptr
 //   output [images, C_out, Ho, Wo] contiguous
 // Parallel over panels of output pixels (OpenMP); each output element is computed by one thread
