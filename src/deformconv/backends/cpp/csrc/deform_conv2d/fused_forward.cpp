@@ -75,44 +75,48 @@ std::vector<float> pack_weight(const float* weight, const Geometry& g, const Blo
   return packed;
 }
 
-// Consecutive input channels [channel, channel + length) of one offset group and one convolution
-// group; their entries for kernel point k of a row are at column + k * C_in/groups.
-struct Run {
-  int64_t offset_group, channel, length, column;
-};
-
-// The runs of every offset group, in channel order. A row of columns is [groups][K][C_in/groups].
-std::vector<Run> channel_runs(const Geometry& g) {
-  std::vector<Run> runs;
-  for (int64_t c = 0; c < g.channels;) {
-    const int64_t offset_group = c / g.per_offset_group, group = c / g.in_per_group;
-    const int64_t end = std::min((offset_group + 1) * g.per_offset_group, (group + 1) * g.in_per_group);
-    runs.push_back({offset_group, c, end - c, group * g.group_columns() + (c - group * g.in_per_group)});
-    c = end;
-  }
-  return runs;
-}
-
-// Rows [first, last) of the columns: the bilinear samples times the mask, with the arithmetic of
-// the cpp backend's sample_columns (so the same values).
+// Rows [first, last) of the columns, [rows][K][C], with the arithmetic of the cpp backend's
+// sample_columns (so the same values): the bilinear samples times the mask.
 DEFORMCONV_VECTORIZE void sample_panel(const float* input, const float* offset, const float* mask,
-                                       const Geometry& g, const std::vector<Run>& runs, PointTable<float>& table,
-                                       int64_t first, int64_t last, float* columns) {
-  const int64_t K = g.kernel_points, P = g.out_pixels, C = g.channels, points = g.offset_groups * K;
+                                       const Geometry& g, PointTable<float>& table, int64_t first, int64_t last,
+                                       float* columns) {
+  const int64_t K = g.kernel_points, P = g.out_pixels, C = g.channels, per_group = g.per_offset_group;
+  const int64_t points = g.offset_groups * K;
   for (int64_t row = first; row < last; ++row) {
     const float* image = input + (row / P) * g.image_pixels() * C;
     table.fill(offset + row * 2 * points, mask == nullptr ? nullptr : mask + row * points, row % P, 0, points);
     float* row_columns = columns + (row - first) * K * C;
-    for (const Run& run : runs) {
+    for (int64_t group = 0; group < g.offset_groups; ++group) {
       for (int64_t k = 0; k < K; ++k) {
-        const int64_t point = run.offset_group * K + k;
+        const int64_t point = group * K + k;
         const auto s = table.point(point);
         const float scale = table.scale(point);
         const float weight[4] = {s.weight[0] * scale, s.weight[1] * scale, s.weight[2] * scale, s.weight[3] * scale};
-        blend(row_columns + run.column + k * g.in_per_group, image + run.channel, C, s, weight, run.length);
+        blend(row_columns + k * C + group * per_group, image + group * per_group, C, s, weight, per_group);
       }
     }
   }
+}
+
+// A depth block of a convolution group's product: kernel points [point, point + depth.segments),
+// input channels [channel, channel + depth.length) of the group.
+struct DepthBlock {
+  int64_t point, channel;
+  Depth depth;
+};
+
+// The depth blocks, in order, of about `size` entries: whole kernel points when a group has
+// fewer input channels, else parts of one.
+std::vector<DepthBlock> depth_blocks(const Geometry& g, int64_t size) {
+  const int64_t C = g.in_per_group, K = g.kernel_points;
+  const int64_t points = C >= size ? 1 : size / C, channels = std::min(C, size);
+  std::vector<DepthBlock> blocks;
+  for (int64_t k = 0; k < K; k += points) {
+    for (int64_t c = 0; c < C; c += channels) {
+      blocks.push_back({k, c, {std::min(points, K - k), std::min(channels, C - c), g.channels}});
+    }
+  }
+  return blocks;
 }
 
 // output[image][o][pixel] = bias[o] + products[row - first][o'] for rows [first, last), where
@@ -137,13 +141,7 @@ void write_rows(const float* products, const Blocks& b, const float* bias, const
 
 }  // namespace
 
-// Grouped convolutions with fewer output channels per group than a block would leave most of the
-// micro-kernel's lanes idle (and their columns short): the batched products of the column
-// buffer serve them better.
-bool fused_forward_applies(const Geometry& g) {
-  const MicroKernel& kernel = micro_kernel();
-  return kernel.fn != nullptr && (g.groups == 1 || g.out_per_group >= kernel.mr);
-}
+bool fused_forward_applies(const Geometry&) { return micro_kernel().fn != nullptr; }
 
 void fused_forward(const float* input, const float* offset, const float* mask, const float* weight,
                    const float* bias, const Geometry& g, int64_t images, float* output) {
@@ -154,7 +152,7 @@ void fused_forward(const float* input, const float* offset, const float* mask, c
   }
   const Blocks b(g, kernel.mr);
   const std::vector<float> packed = pack_weight(weight, g, b);
-  const std::vector<Run> runs = channel_runs(g);
+  const std::vector<DepthBlock> depths = depth_blocks(g, kernel.depth);
   int64_t panel_rows = 0, count = 0;
   plan_panels(rows, omp_get_max_threads(), kernel.nr, panel_rows, count);
 #pragma omp parallel
@@ -169,16 +167,16 @@ void fused_forward(const float* input, const float* offset, const float* mask, c
       const int64_t used = (last - first + kernel.nr - 1) / kernel.nr * kernel.nr;
       // The micro-kernel multiplies whole blocks of nr rows: the rows past the panel's end are zero.
       std::fill(columns.get() + (last - first) * row_columns, columns.get() + used * row_columns, 0.0f);
-      sample_panel(input, offset, mask, g, runs, table, first, last, columns.get());
-      for (int64_t p0 = 0; p0 < b.depth; p0 += kernel.depth) {
-        const int64_t length = std::min(kernel.depth, b.depth - p0);
+      sample_panel(input, offset, mask, g, table, first, last, columns.get());
+      for (const DepthBlock& d : depths) {
+        const int64_t p0 = d.point * g.in_per_group + d.channel;  // depth index of the block's start
         for (int64_t group = 0; group < g.groups; ++group) {
+          const float* bs = columns.get() + d.point * g.channels + group * g.in_per_group + d.channel;
           for (int64_t block = 0; block < b.blocks; ++block) {
             const int64_t place = group * b.blocks + block;
             const float* a = packed.data() + (place * b.depth + p0) * b.mr;
-            const float* bs = columns.get() + group * b.depth + p0;
             for (int64_t i = 0; i < used; i += kernel.nr) {
-              kernel.fn(a, bs + i * row_columns, row_columns, length, products.get() + i * b.row + place * b.mr,
+              kernel.fn(a, bs + i * row_columns, row_columns, d.depth, products.get() + i * b.row + place * b.mr,
                         b.row, p0 > 0);
             }
           }

@@ -9,9 +9,10 @@
 
 namespace deformconv {
 
-// True when fused_forward should compute this geometry: a processor with a micro-kernel (AVX-512,
-// or AVX2 + FMA), and one convolution group or groups of at least a block of output channels.
-// (Depthwise convolutions have a kernel of their own.)
+// True when fused_forward can run here: a processor with a micro-kernel (AVX-512, or AVX2 + FMA).
+// (Depthwise convolutions have a kernel of their own, faster still.) Grouped convolutions with
+// fewer output channels per group than a block leave lanes idle, and still beat the column
+// buffer's batched products, whose sampling scatters short runs of channels.
 bool fused_forward_applies(const Geometry& geometry);
 
 // output = bias + weight * mask * bilinear samples of the input, for `images` images:

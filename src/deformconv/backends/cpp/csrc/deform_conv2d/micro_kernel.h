@@ -8,11 +8,18 @@
 
 namespace deformconv {
 
-// c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + sum over p < depth of b[i * ldb + p] * a[p * mr + j],
-// for i < nr and j < mr. Each sum runs over p in increasing order, one fused multiply-add per
-// term, so a result does not depend on the thread or on where its row sits in a block.
-using MicroKernelFn = void (*)(const float* a, const float* b, int64_t ldb, int64_t depth, float* c, int64_t ldc,
-                               bool accumulate);
+// The depth of a product: `segments` runs of `length` consecutive entries of a row of B, `stride`
+// entries apart (a convolution group's columns of each kernel point), taken as one dot product.
+struct Depth {
+  int64_t segments, length, stride;
+};
+
+// c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0) + sum over s < segments, p < length of
+// b[i * ldb + s * stride + p] * a[(s * length + p) * mr + j], for i < nr and j < mr. Each sum runs
+// in that order, one fused multiply-add per term, so a result does not depend on the thread or
+// on where its row sits in a block.
+using MicroKernelFn = void (*)(const float* a, const float* b, int64_t ldb, const Depth& depth, float* c,
+                               int64_t ldc, bool accumulate);
 
 struct MicroKernel {
   MicroKernelFn fn;  // nullptr when the processor has neither AVX-512 nor AVX2 + FMA
