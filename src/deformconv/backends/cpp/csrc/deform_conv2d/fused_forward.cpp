@@ -113,7 +113,10 @@ std::vector<DepthBlock> depth_blocks(const Geometry& g, int64_t size) {
   std::vector<DepthBlock> blocks;
   for (int64_t k = 0; k < K; k += points) {
     for (int64_t c = 0; c < C; c += channels) {
-      blocks.push_back({k, c, {std::min(points, K - k), std::min(channels, C - c), g.channels}});
+      const int64_t segments = std::min(points, K - k), length = std::min(channels, C - c);
+      // A single group's kernel points follow each other: one run.
+      const Depth depth = length == g.channels ? Depth{1, segments * length, 0} : Depth{segments, length, g.channels};
+      blocks.push_back({k, c, depth});
     }
   }
   return blocks;
