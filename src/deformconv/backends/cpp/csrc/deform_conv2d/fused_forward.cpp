@@ -156,36 +156,47 @@ void fused_forward(const float* input, const float* offset, const float* mask, c
   const Blocks b(g, kernel.mr);
   const std::vector<float> packed = pack_weight(weight, g, b);
   const std::vector<DepthBlock> depths = depth_blocks(g, kernel.depth);
+  const int64_t threads = omp_get_max_threads();
   int64_t panel_rows = 0, count = 0;
-  plan_panels(rows, omp_get_max_threads(), kernel.nr, panel_rows, count);
-#pragma omp parallel
+  plan_panels(rows, threads, kernel.nr, panel_rows, count);
+  // Every thread's buffers, allocated here: an allocation failure must not happen inside the
+  // parallel region, where an exception cannot leave. Left uninitialised: every entry read is
+  // written first.
+  const int64_t scratch_size = panel_rows * (row_columns + b.row);
+  const std::unique_ptr<float[]> scratch(new float[threads * scratch_size]);
+  std::vector<PointTable<float>> tables;
+  tables.reserve(threads);
+  for (int64_t t = 0; t < threads; ++t) {
+    tables.emplace_back(g);
+  }
+#pragma omp parallel num_threads(threads)
   {
-    // Left uninitialised: every entry read is written first.
-    const std::unique_ptr<float[]> columns(new float[panel_rows * row_columns]);
-    const std::unique_ptr<float[]> products(new float[panel_rows * b.row]);
-    PointTable<float> table(g);
+    const int64_t thread = omp_get_thread_num();
+    float* const columns = scratch.get() + thread * scratch_size;
+    float* const products = columns + panel_rows * row_columns;
+    PointTable<float>& table = tables[thread];
 #pragma omp for schedule(static)
     for (int64_t panel = 0; panel < count; ++panel) {
       const int64_t first = panel * panel_rows, last = std::min(rows, first + panel_rows);
       const int64_t used = (last - first + kernel.nr - 1) / kernel.nr * kernel.nr;
       // The micro-kernel multiplies whole blocks of nr rows: the rows past the panel's end are zero.
-      std::fill(columns.get() + (last - first) * row_columns, columns.get() + used * row_columns, 0.0f);
-      sample_panel(input, offset, mask, g, table, first, last, columns.get());
+      std::fill(columns + (last - first) * row_columns, columns + used * row_columns, 0.0f);
+      sample_panel(input, offset, mask, g, table, first, last, columns);
       for (const DepthBlock& d : depths) {
         const int64_t p0 = d.point * g.in_per_group + d.channel;  // depth index of the block's start
         for (int64_t group = 0; group < g.groups; ++group) {
-          const float* bs = columns.get() + d.point * g.channels + group * g.in_per_group + d.channel;
+          const float* bs = columns + d.point * g.channels + group * g.in_per_group + d.channel;
           for (int64_t block = 0; block < b.blocks; ++block) {
             const int64_t place = group * b.blocks + block;
             const float* a = packed.data() + (place * b.depth + p0) * b.mr;
             for (int64_t i = 0; i < used; i += kernel.nr) {
-              kernel.fn(a, bs + i * row_columns, row_columns, d.depth, products.get() + i * b.row + place * b.mr,
+              kernel.fn(a, bs + i * row_columns, row_columns, d.depth, products + i * b.row + place * b.mr,
                         b.row, p0 > 0);
             }
           }
         }
       }
-      write_rows(products.get(), b, bias, g, first, last, output);
+      write_rows(products, b, bias, g, first, last, output);
     }
   }
 }
