@@ -14,16 +14,19 @@ namespace deformconv {
 
 namespace {
 
-// Rows (output pixels) of a panel, about: each panel streams the whole packed weight once (2 *
+// Rows (output pixels) of a panel, at most: each panel streams the whole packed weight once (2 *
 // rows flops per weight element), and a block of its columns (rows x depth block) must stay in
-// the L2 cache and in few pages (the rows are a whole column row apart).
+// the L2 cache and in few pages (consecutive rows are a whole row of columns apart).
 constexpr int64_t kPanelRows = 120;
+// Panels per thread, at least, while they keep kMinPanelBlocks blocks of nr rows: threads take
+// panels as they finish (a thread slowed down by another process on its core gets fewer).
+constexpr int64_t kPanelsPerThread = 4;
+constexpr int64_t kMinPanelBlocks = 4;
 
-// Panel size (a multiple of nr) and count: about kPanelRows rows, the same number of panels
-// per thread. The panel boundaries do not change any result.
+// Panel size (a multiple of nr) and count. The panel boundaries do not change any result.
 void plan_panels(int64_t rows, int64_t threads, int64_t nr, int64_t& panel_rows, int64_t& count) {
-  int64_t panels = std::max<int64_t>(1, (rows + kPanelRows - 1) / kPanelRows);
-  panels = (panels + threads - 1) / threads * threads;
+  const int64_t most = std::max<int64_t>(1, rows / (kMinPanelBlocks * nr));
+  const int64_t panels = std::min(most, std::max(kPanelsPerThread * threads, (rows + kPanelRows - 1) / kPanelRows));
   panel_rows = ((rows + panels - 1) / panels + nr - 1) / nr * nr;
   count = (rows + panel_rows - 1) / panel_rows;
 }
@@ -175,7 +178,7 @@ void fused_forward(const float* input, const float* offset, const float* mask, c
     float* const columns = scratch.get() + thread * scratch_size;
     float* const products = columns + panel_rows * row_columns;
     PointTable<float>& table = tables[thread];
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
     for (int64_t panel = 0; panel < count; ++panel) {
       const int64_t first = panel * panel_rows, last = std::min(rows, first + panel_rows);
       const int64_t used = (last - first + kernel.nr - 1) / kernel.nr * kernel.nr;
