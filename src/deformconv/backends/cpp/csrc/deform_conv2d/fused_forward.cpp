@@ -20,7 +20,7 @@ namespace {
 constexpr int64_t kPanelRows = 120;
 // Panels per thread, at least, while they keep kMinPanelBlocks blocks of nr rows: threads take
 // panels as they finish (a thread slowed down by another process on its core gets fewer).
-constexpr int64_t kPanelsPerThread = 4;
+constexpr int64_t kPanelsPerThread = 2;
 constexpr int64_t kMinPanelBlocks = 4;
 
 // Panel size (a multiple of nr) and count. The panel boundaries do not change any result.
