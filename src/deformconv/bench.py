@@ -5,7 +5,9 @@ times ``F.conv2d`` of the same geometry, each deformconv backend that runs on th
 pure-PyTorch reference, the C++ kernels on CPU, Triton on CUDA) and
 ``torchvision.ops.deform_conv2d`` when torchvision imports, and prints the median time of
 ``--repeat`` runs after ``--warmup`` runs, the ratio of each to F.conv2d, and the peak extra
-memory of one forward+backward.
+memory of one forward+backward. ``--against onnxruntime`` also times onnxruntime's ``DeformConv``
+forward on the same tensors (see :mod:`deformconv.bench_onnxruntime`) in the same rounds, and adds
+its time and the ratio onnxruntime / implementation to every row.
 
 The timings and the peak-memory measure are those of :mod:`deformconv.measure`.
 """
@@ -82,6 +84,8 @@ class Result:
     forward_ratio: float
     forward_backward_ratio: float
     peak_extra_mb: float | None  # of one forward+backward
+    onnxruntime_forward_ms: float | None = None  # with --against onnxruntime
+    onnxruntime_ratio: float | None = None  # onnxruntime forward / this forward; < 1: onnxruntime faster
 
 
 def make_inputs(shape: Shape, dtype: torch.dtype, device: str) -> dict[str, Tensor]:
@@ -132,8 +136,27 @@ def implementations(shape: Shape, device: str, names: list[str] | None) -> dict[
     return impls
 
 
-def bench_shape(shape: Shape, args: argparse.Namespace) -> list[Result]:
-    """Times every implementation on ``shape``; ratios are to F.conv2d (the first result)."""
+def onnxruntime_forward(shape: Shape, tensors: dict[str, Tensor], notes: dict[str, str]) -> Callable[[], object] | None:
+    """onnxruntime's forward on ``tensors``, or None with the reason added to ``notes``."""
+    from deformconv.bench_onnxruntime import onnxruntime_peer
+
+    peer = onnxruntime_peer(
+        tensors["input"], tensors["weight"], tensors["offset"], tensors["mask"], stride=shape.stride, padding=1
+    )
+    if isinstance(peer, str):
+        notes.setdefault(ONNXRUNTIME, f"skipped: {peer}")
+        return None
+    notes.setdefault(ONNXRUNTIME, f"onnxruntime {peer.version}, DeformConv, intra_op_num_threads={peer.threads}")
+    return peer
+
+
+def bench_shape(shape: Shape, args: argparse.Namespace, notes: dict[str, str] | None = None) -> list[Result]:
+    """Times every implementation on ``shape``; ratios are to F.conv2d (the first result).
+
+    With ``args.against`` holding "onnxruntime", onnxruntime's forward runs in the same rounds as the
+    forwards; why it did not run (if so) goes to ``notes``.
+    """
+    notes = {} if notes is None else notes
     tensors = make_inputs(shape, DTYPES[args.dtype], args.device)
     arguments = (tensors["input"], tensors["weight"], tensors["offset"], tensors["mask"])
     forwards: dict[str, Callable[[], object]] = {}
@@ -151,7 +174,12 @@ def bench_shape(shape: Shape, args: argparse.Namespace) -> list[Result]:
 
         forwards[impl], steps[impl] = forward, forward_backward
     repeat = {impl: max(1, args.repeat // 4) if impl in args.slow else args.repeat for impl in forwards}
+    peer = onnxruntime_forward(shape, tensors, notes) if ONNXRUNTIME in args.against else None
+    if peer is not None:
+        forwards[ONNXRUNTIME], repeat[ONNXRUNTIME] = peer, args.repeat
     forward_ms = interleaved_medians(forwards, args.device, args.warmup, repeat)
+    peer_ms = forward_ms.pop(ONNXRUNTIME, None)
+    forwards.pop(ONNXRUNTIME, None)
     step_ms = interleaved_medians(steps, args.device, args.warmup, repeat)
     results = []
     for impl in forwards:
@@ -164,24 +192,42 @@ def bench_shape(shape: Shape, args: argparse.Namespace) -> list[Result]:
                 forward_ratio=forward_ms[impl] / forward_ms["conv2d"],
                 forward_backward_ratio=step_ms[impl] / step_ms["conv2d"],
                 peak_extra_mb=None if args.no_memory else peak_extra_mb(steps[impl], args.device),
+                onnxruntime_forward_ms=peer_ms,
+                onnxruntime_ratio=None if peer_ms is None else peer_ms / forward_ms[impl],
             )
         )
     return results
 
 
+ONNXRUNTIME = "onnxruntime"
 TABLE_HEADER = (
     "| shape | impl | forward ms | x conv2d | fwd+bwd ms | x conv2d | peak extra MiB |\n"
     "|---|---|---:|---:|---:|---:|---:|"
 )
+ONNXRUNTIME_COLUMNS = (" onnxruntime fwd ms | onnxruntime / impl fwd |", "---:|---:|")
 
 
-def format_row(r: Result) -> str:
-    """One Markdown table row (columns of TABLE_HEADER)."""
+def table_header(against: list[str]) -> str:
+    """The Markdown header: TABLE_HEADER, plus onnxruntime's columns when compared against it."""
+    if ONNXRUNTIME not in against:
+        return TABLE_HEADER
+    names, rule = TABLE_HEADER.split("\n")
+    return f"{names}{ONNXRUNTIME_COLUMNS[0]}\n{rule}{ONNXRUNTIME_COLUMNS[1]}"
+
+
+def format_row(r: Result, against: list[str] = ()) -> str:
+    """One Markdown table row (columns of :func:`table_header`)."""
     memory = "-" if r.peak_extra_mb is None else f"{r.peak_extra_mb:.1f}"
-    return (
+    row = (
         f"| {r.shape} | {r.impl} | {r.forward_ms:.2f} | {r.forward_ratio:.2f} | "
         f"{r.forward_backward_ms:.2f} | {r.forward_backward_ratio:.2f} | {memory} |"
     )
+    if ONNXRUNTIME in against:
+        if r.onnxruntime_forward_ms is None:
+            row += " - | - |"
+        else:
+            row += f" {r.onnxruntime_forward_ms:.2f} | {r.onnxruntime_ratio:.2f} |"
+    return row
 
 
 def environment(args: argparse.Namespace) -> dict[str, object]:
@@ -207,6 +253,14 @@ def _shape_names(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown shape(s) {unknown}; choose from {list(SHAPES)} or 'all'")
     return list(names)
+
+
+def _peer_names(text: str) -> list[str]:
+    names = text.split(",")
+    unknown = [n for n in names if n != ONNXRUNTIME]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer(s) {unknown}; choose from ['{ONNXRUNTIME}']")
+    return names
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -241,6 +295,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="implementations timed with repeat/4 runs (default: reference,torchvision)",
     )
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    parser.add_argument(
+        "--against",
+        type=_peer_names,
+        default=[],
+        metavar="PEERS",
+        help="other runtimes to time alongside, forward only: onnxruntime (its DeformConv on CPU; "
+        "skipped with a note when it does not import)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the results and environment as JSON")
 
 
@@ -266,12 +328,16 @@ def run(args: argparse.Namespace) -> int:
     with use_threads(args.threads):
         env = environment(args)
         print("# " + ", ".join(f"{k}={v}" for k, v in env.items()))
-        print(TABLE_HEADER, flush=True)
+        print(table_header(args.against), flush=True)
         results: list[Result] = []
+        notes: dict[str, str] = {}
         for name in args.shapes:
-            for result in bench_shape(SHAPES[name], args):
-                print(format_row(result), flush=True)
+            for result in bench_shape(SHAPES[name], args, notes):
+                print(format_row(result, args.against), flush=True)
                 results.append(result)
+        for peer, note in notes.items():
+            print(f"# {peer}: {note}")
+        env.update(notes)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"environment": env, "results": [asdict(r) for r in results]}, handle, indent=2)

@@ -1,8 +1,9 @@
 """``deform_conv2d`` kernels of the ``"cpp"`` backend (sources in ``csrc/deform_conv2d/``).
 
 The kernels sample the input channels-last (bilinear weights computed once per sample point,
-reused across the channels of its offset group), multiply with the weight via the BLAS library
-that PyTorch uses, and compute the backward without atomics, so the results are bitwise
+reused across the channels of its offset group); the forward multiplies panels of sampled pixels
+with the weight by its own AVX-512 / AVX2 micro-kernel (PyTorch's BLAS for float64, on other
+processors and in the backward), and the backward needs no atomics, so the results are bitwise
 reproducible.
 """
 

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "chunk.h"
+#include "fused_forward.h"
 #include "kernels.h"
 #include "ops.h"
 
@@ -81,10 +82,23 @@ Tensor deform_conv2d_forward(const Tensor& input, const Tensor& offset, const st
 
   Tensor output = empty_cpu({g.batch, g.out_channels, g.out_h, g.out_w}, input.scalar_type());
   const int64_t chunk = std::min(batch_chunk, std::max<int64_t>(g.batch, 1));
-  const Tensor weights = weight_matrix(weight, acc, depthwise);
   const std::optional<Tensor> bias_acc =
       bias.has_value() ? std::optional<Tensor>(torch::stable::contiguous(torch::stable::to(*bias, acc)))
                        : std::nullopt;
+  if (!depthwise && acc == ScalarType::Float && fused_forward_applies(g)) {
+    // Sampling and product fused per panel of pixels (fused_forward.h): no column buffer.
+    const Tensor w = torch::stable::contiguous(torch::stable::to(weight, acc));
+    Tensor out = input.scalar_type() == acc ? output : empty_cpu({g.batch, g.out_channels, g.out_h, g.out_w}, acc);
+    const Chunk data(input, offset, mask, 0, g.batch, acc);
+    fused_forward(const_ptr<float>(data.input), const_ptr<float>(data.offset), data.mask_data<float>(),
+                  const_ptr<float>(w), bias_acc.has_value() ? const_ptr<float>(*bias_acc) : nullptr, g, g.batch,
+                  mutable_ptr<float>(out));
+    if (input.scalar_type() != acc) {
+      torch::stable::copy_(output, out);
+    }
+    return output;
+  }
+  const Tensor weights = weight_matrix(weight, acc, depthwise);
   // Buffers shared by all chunks: the columns and the product of a tile of rows (or the
   // depthwise output rows of a chunk).
   const int64_t tile = tile_rows(g, acc, chunk * g.out_pixels);
