@@ -101,6 +101,9 @@ def onnxruntime_peer(
         program = export_onnx(_Layer(weight, stride, padding).eval(), tuple(tensors))
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
+    # onnxruntime's idle threads spin by default, taking the cores from the implementations timed
+    # between its runs: without spinning every implementation gets the machine to itself.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.inter_op_num_threads = 1
     try:
         session = onnxruntime.InferenceSession(
