@@ -19,7 +19,7 @@ $(STAMP): requirements-dev.txt pyproject.toml setup.py $(CSRC)
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $(STAMP)
 
-LINTED := src tests benchmarks examples
+LINTED := src tests benchmarks examples scripts README.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINTED)
