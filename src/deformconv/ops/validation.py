@@ -40,3 +40,21 @@ def check_types(layouts: dict[str, str], **tensors: object) -> None:
     for name, tensor in tensors.items():
         if tensor is not None and not isinstance(tensor, Tensor):
             raise TypeError(f"{name} must be a Tensor{layouts[name]}, got {type(tensor).__name__}")
+
+
+def check_grad_output(grad_output: object, like: Tensor, expected: tuple, layout: str) -> None:
+    """Checks a backward op's ``grad_output``: a Tensor of ``like``'s dtype with the forward output's shape.
+
+    Args:
+        grad_output: what the backward op was given.
+        like: the forward's input whose dtype the output has.
+        expected: the forward output's shape; ``layout`` names its axes (e.g. ``"[N, C_out, H_out, W_out]"``).
+    """
+    if not isinstance(grad_output, Tensor) or grad_output.dtype != like.dtype:
+        given = grad_output.dtype if isinstance(grad_output, Tensor) else type(grad_output).__name__
+        raise TypeError(f"grad_output must be a Tensor of dtype {like.dtype}, got {given}")
+    require(
+        tuple(grad_output.shape) == tuple(expected),
+        ValueError,
+        f"grad_output must have shape {layout} = {list(expected)}, got {list(grad_output.shape)}",
+    )

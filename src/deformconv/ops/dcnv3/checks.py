@@ -12,7 +12,15 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from deformconv.ops.dcnv3.geometry import DCNGeometry, output_size
-from deformconv.ops.validation import FLOAT_DTYPES, check_tensor, require
+from deformconv.ops.validation import FLOAT_DTYPES, check_grad_output, check_tensor, require
+
+# The layout of each tensor argument of dcnv3 and dcnv4, as error messages name it.
+TENSOR_LAYOUTS = {
+    "input": "[N, H, W, group*group_channels]",
+    "offset": "[N, H_out, W_out, group*P*2]",
+    "mask": "[N, H_out, W_out, group*P]",
+    "offset_mask": "[N, H_out, W_out, L]",
+}
 
 
 def check_like(tensor: object, name: str, input: Tensor, expected: tuple, layout: str) -> Tensor:
@@ -115,20 +123,10 @@ def check_args(input: Tensor, offset: Tensor, mask: Tensor, *params) -> DCNGeome
     return geometry
 
 
-def check_grad_output(grad_output: object, input: Tensor, geometry: DCNGeometry) -> None:
+def check_dcn_grad_output(grad_output: object, input: Tensor, geometry: DCNGeometry) -> None:
     """Checks the backward op's ``grad_output`` against the forward's output."""
-    if not isinstance(grad_output, Tensor) or grad_output.dtype != input.dtype:
-        given = grad_output.dtype if isinstance(grad_output, Tensor) else type(grad_output).__name__
-        raise TypeError(f"grad_output must be a Tensor of dtype {input.dtype}, got {given}")
     expected = (geometry.batch, *geometry.out_size, geometry.channels)
-    check_like(grad_output, "grad_output", input, expected, "[N, H_out, W_out, group*group_channels]")
-
-
-def require_tensors(**named: object) -> None:
-    """Raises TypeError for the first argument that is not a Tensor (before the op's schema sees it)."""
-    for name, value in named.items():
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{name} must be a Tensor, got {type(value).__name__}")
+    check_grad_output(grad_output, input, expected, "[N, H_out, W_out, group*group_channels]")
 
 
 def _positive(value: object, name: str) -> int:

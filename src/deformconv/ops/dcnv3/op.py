@@ -16,9 +16,10 @@ from torch import Tensor
 
 from deformconv.backends import select
 from deformconv.ops.autocast import register_autocast
-from deformconv.ops.dcnv3.checks import check_args, check_grad_output, op_args, require_tensors
+from deformconv.ops.dcnv3.checks import TENSOR_LAYOUTS, check_args, check_dcn_grad_output, op_args
 from deformconv.ops.dcnv3.contract import BACKWARD, FORWARD, NeededGrads, complete_grads
 from deformconv.ops.dcnv3.geometry import DCNGeometry
+from deformconv.ops.validation import check_types
 
 
 def _geometry(input, offset, mask, *params) -> DCNGeometry:
@@ -99,7 +100,7 @@ def dcnv3_backward_op(
         remove_center,
         batch_chunk,
     )
-    check_grad_output(grad_output, input, geometry)
+    check_dcn_grad_output(grad_output, input, geometry)
     needed = NeededGrads(need_input, need_offset_mask)
     grads = select(BACKWARD, input.device.type).fn(grad_output, input, offset, mask, geometry, needed)
     return complete_grads(BACKWARD, grads, (need_input, need_offset_mask, need_offset_mask), input)  # type: ignore[return-value]
@@ -109,7 +110,7 @@ def dcnv3_backward_op(
 def _dcnv3_backward_fake(grad_output, input, offset, mask, *params):
     *conv, need_input, need_offset_mask = params
     geometry = _geometry(input, offset, mask, *conv)
-    check_grad_output(grad_output, input, geometry)
+    check_dcn_grad_output(grad_output, input, geometry)
     return (
         input.new_empty(input.shape) if need_input else input.new_empty(0),
         offset.new_empty(offset.shape) if need_offset_mask else input.new_empty(0),
@@ -202,6 +203,6 @@ def dcnv3(
         >>> dcnv3(x, offset, mask, 3, 3, 1, 1, 1, 1, 1, 1, group=4, group_channels=8).shape
         torch.Size([2, 16, 16, 32])
     """
-    require_tensors(input=input, offset=offset, mask=mask)
+    check_types(TENSOR_LAYOUTS, input=input, offset=offset, mask=mask)
     params = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group, group_channels)
     return torch.ops.deformconv.dcnv3(input, offset, mask, *op_args(input, *params, offset_scale, remove_center))

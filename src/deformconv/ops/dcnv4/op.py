@@ -14,11 +14,12 @@ from torch import Tensor
 
 from deformconv.backends import select
 from deformconv.ops.autocast import register_autocast
-from deformconv.ops.dcnv3.checks import check_grad_output, op_args, require_tensors
+from deformconv.ops.dcnv3.checks import TENSOR_LAYOUTS, check_dcn_grad_output, op_args
 from deformconv.ops.dcnv3.contract import complete_grads
 from deformconv.ops.dcnv3.geometry import DCNGeometry
 from deformconv.ops.dcnv4.checks import check_args
 from deformconv.ops.dcnv4.contract import BACKWARD, FORWARD, NeededGrads
+from deformconv.ops.validation import check_types
 
 
 def _geometry(input, offset_mask, *params) -> DCNGeometry:
@@ -95,7 +96,7 @@ def dcnv4_backward_op(
         remove_center,
         batch_chunk,
     )
-    check_grad_output(grad_output, input, geometry)
+    check_dcn_grad_output(grad_output, input, geometry)
     needed = NeededGrads(need_input, need_offset_mask)
     grads = select(BACKWARD, input.device.type).fn(grad_output, input, offset_mask, geometry, needed)
     return complete_grads(BACKWARD, grads, needed, input)  # type: ignore[return-value]
@@ -105,7 +106,7 @@ def dcnv4_backward_op(
 def _dcnv4_backward_fake(grad_output, input, offset_mask, *params):
     *conv, need_input, need_offset_mask = params
     geometry = _geometry(input, offset_mask, *conv)
-    check_grad_output(grad_output, input, geometry)
+    check_dcn_grad_output(grad_output, input, geometry)
     return (
         input.new_empty(input.shape) if need_input else input.new_empty(0),
         offset_mask.new_empty(offset_mask.shape) if need_offset_mask else input.new_empty(0),
@@ -182,6 +183,6 @@ def dcnv4(
         >>> dcnv4(x, offset_mask, group=4, group_channels=16).shape
         torch.Size([2, 16, 16, 64])
     """
-    require_tensors(input=input, offset_mask=offset_mask)
+    check_types(TENSOR_LAYOUTS, input=input, offset_mask=offset_mask)
     params = (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, group, group_channels)
     return torch.ops.deformconv.dcnv4(input, offset_mask, *op_args(input, *params, offset_scale, remove_center))

@@ -26,7 +26,7 @@ from deformconv.ops.autocast import register_autocast
 from deformconv.ops.deform_conv2d.checks import LAYOUTS, IntPair, check_args, to_pair
 from deformconv.ops.deform_conv2d.contract import BACKWARD, FORWARD, Grads, NeededGrads
 from deformconv.ops.deform_conv2d.geometry import ConvGeometry
-from deformconv.ops.validation import check_types
+from deformconv.ops.validation import check_grad_output, check_types
 
 
 def _geometry(input, offset, mask, weight, bias, stride, padding, dilation, batch_chunk: int) -> ConvGeometry:
@@ -68,16 +68,7 @@ def _deform_conv2d_fake(input, offset, mask, weight, bias, stride, padding, dila
 
 def _check_grad_output(grad_output: Tensor, geometry: ConvGeometry, input: Tensor) -> None:
     expected = (geometry.batch, geometry.out_channels, *geometry.out_size)
-    if not isinstance(grad_output, Tensor) or grad_output.dtype != input.dtype:
-        given = grad_output.dtype if isinstance(grad_output, Tensor) else type(grad_output).__name__
-        raise TypeError(f"grad_output must be a Tensor of dtype {input.dtype}, got {given}")
-    torch._check_with(
-        ValueError,
-        tuple(grad_output.shape) == expected,
-        lambda: (
-            f"grad_output must have shape [N, C_out, H_out, W_out] = {list(expected)}, got {list(grad_output.shape)}"
-        ),
-    )
+    check_grad_output(grad_output, input, expected, "[N, C_out, H_out, W_out]")
 
 
 @torch.library.custom_op("deformconv::deform_conv2d_backward", mutates_args=())

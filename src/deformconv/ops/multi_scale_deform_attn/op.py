@@ -24,6 +24,7 @@ from deformconv.ops.autocast import register_autocast
 from deformconv.ops.multi_scale_deform_attn.checks import ARG_LAYOUTS, check_args, check_levels
 from deformconv.ops.multi_scale_deform_attn.contract import BACKWARD, FORWARD, Grads, NeededGrads
 from deformconv.ops.multi_scale_deform_attn.geometry import AttnGeometry
+from deformconv.ops.validation import check_grad_output
 
 # Kernels that gather hold the corners and their weighted copy at once.
 _BUFFERS_PER_QUERY = 2
@@ -67,14 +68,7 @@ def _multi_scale_deform_attn_fake(value, spatial_shapes, level_start_index, samp
 
 def _check_grad_output(grad_output: Tensor, geometry: AttnGeometry, value: Tensor) -> None:
     expected = (geometry.batch, geometry.queries, geometry.embed_dims)
-    if not isinstance(grad_output, Tensor) or grad_output.dtype != value.dtype:
-        given = grad_output.dtype if isinstance(grad_output, Tensor) else type(grad_output).__name__
-        raise TypeError(f"grad_output must be a Tensor of dtype {value.dtype}, got {given}")
-    torch._check_with(
-        ValueError,
-        tuple(grad_output.shape) == expected,
-        lambda: f"grad_output must have shape [N, Lq, M*D] = {list(expected)}, got {list(grad_output.shape)}",
-    )
+    check_grad_output(grad_output, value, expected, "[N, Lq, M*D]")
 
 
 @torch.library.custom_op("deformconv::multi_scale_deform_attn_backward", mutates_args=())
