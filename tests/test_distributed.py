@@ -67,6 +67,9 @@ def worker(rank: int, init_method: str, out_dir: str) -> None:
         shards = [(x.chunk(WORLD_SIZE)[rank], y.chunk(WORLD_SIZE)[rank]) for x, y in make_batches()]
         train(model, shards)
         torch.save(model.module.state_dict(), Path(out_dir) / f"rank{rank}.pt")
+        # Both ranks are done before either tears down: a rank that destroys the group while its
+        # peer still talks to it can abort in gloo's connection threads.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -10,8 +10,6 @@ broadcast-and-sum).
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
@@ -19,19 +17,13 @@ import deformconv
 from cases import BASE, Case, case_id
 from triton_support import (
     DEVICE,
-    NeededGrads,
-    as_float64,
-    assert_matches,
     backward,
     backward_args,
     check_backward,
     check_forward,
     deterministic,
     forward,
-    forward_args,
-    reference,
     tensors,
-    triton_backend,
 )
 
 CASES = [
@@ -139,37 +131,6 @@ def test_strided_and_channels_last_inputs():
     check_forward(case, torch.float32, strided)
     for a, b in zip(dense, check_backward(case, torch.float32, strided)):
         torch.testing.assert_close(a, b)
-
-
-GRAD_CASE = Case(batch=1, in_channels=2, out_channels=2, size=(3, 4))
-GRAD_INPUTS = ("input", "offset", "mask", "weight", "bias")
-
-
-def _requests(modulated: bool) -> list[tuple[str, ...]]:
-    names = [n for n in GRAD_INPUTS if modulated or n != "mask"]
-    return [c for r in range(1, len(names) + 1) for c in itertools.combinations(names, r)]
-
-
-@pytest.mark.parametrize(
-    "modulated,requested",
-    [(m, r) for m in (True, False) for r in _requests(m)],
-    ids=lambda v: "-".join(v) if isinstance(v, tuple) else ("v2" if v else "v1"),
-)
-def test_every_combination_of_requested_gradients_through_the_op(modulated, requested):
-    case = GRAD_CASE.vary(modulated=modulated)
-    t = tensors(case, torch.float32)
-    leaves = {k: v.clone().requires_grad_(k in requested) for k, v in t.items() if k != "grad_output"}
-    with triton_backend():
-        out = deformconv.deform_conv2d(**leaves, **case.params())
-        grads = torch.autograd.grad(out, [leaves[k] for k in requested], t["grad_output"])
-    want_out = reference.deform_conv2d_forward(*as_float64(forward_args(case, t)))
-    assert_matches(out.detach(), want_out, torch.float32, "output")
-    need = NeededGrads("input" in requested, "offset" in requested or "mask" in requested, "weight" in requested)
-    want = reference.deform_conv2d_backward(*as_float64(backward_args(case, t, need=need)))
-    want_by_name = dict(zip(("input", "offset", "mask", "weight"), want))
-    want_by_name["bias"] = t["grad_output"].double().cpu().sum((0, 2, 3))
-    for name, got in zip(requested, grads):
-        assert_matches(got, want_by_name[name], torch.float32, f"grad {name}")
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="a CUDA device is present")
