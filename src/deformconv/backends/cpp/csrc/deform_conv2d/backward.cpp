@@ -60,18 +60,12 @@ void depthwise_chunk(const Backward& b, const Chunk& data, const Tensor& grad_ou
     const T* offset = const_ptr<T>(data.offset);
     const T* weight = const_ptr<T>(b.weights);
     const T* grad = const_ptr<T>(grad_rows);
-    if (b.need_offset_mask) {
-      ProfileScope scope("deformconv_cpp::depthwise_coordinate_grad");
-      depthwise_coordinate_grad<T>(input, offset, data.mask_data<T>(), weight, grad, b.g, count,
-                                   b.optional_data<T>(b.offset_buffer, true),
-                                   b.optional_data<T>(b.mask_buffer, b.need_mask));
-    }
-    if (b.need_input || b.need_weight) {
-      ProfileScope scope("deformconv_cpp::depthwise_input_weight_grad");
-      depthwise_input_weight_grad<T>(input, offset, data.mask_data<T>(), weight, grad, b.g, count,
-                                     b.optional_data<T>(b.input_buffer, b.need_input),
-                                     b.optional_data<T>(b.grad_weights, b.need_weight));
-    }
+    ProfileScope scope("deformconv_cpp::depthwise_backward");
+    depthwise_backward<T>(input, offset, data.mask_data<T>(), weight, grad, b.g, count,
+                          b.optional_data<T>(b.input_buffer, b.need_input),
+                          b.optional_data<T>(b.grad_weights, b.need_weight),
+                          b.optional_data<T>(b.offset_buffer, b.need_offset_mask),
+                          b.optional_data<T>(b.mask_buffer, b.need_mask));
   });
 }
 

@@ -116,6 +116,27 @@ DEFORMCONV_INLINE void scatter(T* image, int64_t channels, const SamplePoint<T>&
   }
 }
 
+// The backward of one sample point over a range of channels, each part when its flag is set:
+//   kSample:  sampled[i] = sum over the valid corners j of weight[j] * corner_j[i]   (blend)
+//   kDots:    dots[j] += sum over i of grad[i] * corner_j[i]                       (corner_dots)
+//   kScatter: grad_corner_j[i] += weight[j] * grad[i]   (scatter; grad_image: [H*W, channels])
+// Three loops, each of which the compiler vectorises, one after the other while the point's
+// corners are in the L1 cache: a single fused loop does not vectorise.
+template <typename T, bool kSample, bool kDots, bool kScatter>
+DEFORMCONV_INLINE void sample_back(const T* image, T* grad_image, int64_t channels, const SamplePoint<T>& s,
+                                   const T (&weight)[4], const T* grad, int64_t length, T* sampled,
+                                   T (&dots)[4]) {
+  if constexpr (kSample) {
+    blend(sampled, image, channels, s, weight, length);
+  }
+  if constexpr (kDots) {
+    corner_dots(grad, image, channels, s, length, dots);
+  }
+  if constexpr (kScatter) {
+    scatter(grad_image, channels, s, weight, grad, length);
+  }
+}
+
 // The column entries of one channel range in one row, for every kernel point: point k's
 // channels are contiguous at data + k * stride.
 template <typename T>

@@ -4,6 +4,7 @@
 #include <torch/csrc/stable/ops.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include "channel_loops.h"
@@ -13,7 +14,7 @@ namespace deformconv {
 
 namespace {
 
-// Channels per work item of the input/weight gradient (see input_grad.cpp).
+// Channels per work item of the backward (see input_grad.cpp).
 constexpr int64_t kBlockChannels = 64;
 
 template <typename T>
@@ -76,39 +77,96 @@ DEFORMCONV_VECTORIZE void forward_rows(const Args<T>& a, T* output, int64_t begi
   }
 }
 
-template <typename T>
-DEFORMCONV_VECTORIZE void coordinate_rows(const Args<T>& a, T* grad_offset, T* grad_mask, int64_t begin,
-                                          int64_t end) {
+struct WorkItem {
+  int64_t image, offset_group, channel, length, block;  // block: the item's index in its offset group
+};
+
+// Where the work items of an offset group and image leave their partial dot products:
+// [images][offset groups][blocks][P][K][4] (see coordinate_rows).
+struct DotLayout {
+  int64_t blocks, per_block;
+
+  int64_t base(const Geometry& g, int64_t image, int64_t offset_group, int64_t block) const {
+    return ((image * g.offset_groups + offset_group) * blocks + block) * per_block;
+  }
+};
+
+// The backward of one image and block of channels, reading each sample's corners once: that
+// block's grad_input (kScatter) and share of grad_weight (kSample: partial[K, C]), which the
+// item owns, and the block's partial dot products for the offset and mask gradients (kDots).
+template <typename T, bool kSample, bool kDots, bool kScatter>
+DEFORMCONV_VECTORIZE void backward_item(const Args<T>& a, const WorkItem& item, T* grad_input, T* partial,
+                                        T* dots, const DotLayout& layout) {
   const Geometry& g = a.g;
-  const int64_t K = g.kernel_points, C = g.channels, width = g.per_offset_group;
+  const int64_t K = g.kernel_points, C = g.channels, P = g.out_pixels, c0 = item.channel,
+                length = item.length;
+  const T* image = a.input + item.image * g.image_pixels() * C + c0;
+  T* image_grad = kScatter ? grad_input + item.image * g.image_pixels() * C + c0 : nullptr;
+  T* item_dots = kDots ? dots + layout.base(g, item.image, item.offset_group, item.block) : nullptr;
+  std::vector<T> grad(length), sampled(length);
+  PointTable<T> table(g);
+  for (int64_t p = 0; p < P; ++p) {
+    const int64_t row = item.image * P + p;
+    fill_row(a, table, row, item.offset_group * K, K);
+    const T* __restrict__ go = a.grad_output + row * C + c0;
+    for (int64_t k = 0; k < K; ++k) {
+      T weight[4];
+      const auto s = masked_point(table, item.offset_group * K + k, weight);
+      T point_dots[4] = {T(0), T(0), T(0), T(0)};
+      if (s.valid != 0) {
+        // The gradient of the masked sample: grad_output * weight.
+        const T* __restrict__ w = a.weight + k * C + c0;
+        for (int64_t i = 0; i < length; ++i) {
+          grad[i] = go[i] * w[i];
+        }
+        sample_back<T, kSample, kDots, kScatter>(image, image_grad, C, s, weight, grad.data(), length,
+                                                 sampled.data(), point_dots);
+        if constexpr (kSample) {
+          T* __restrict__ pw = partial + k * C + c0;
+          for (int64_t i = 0; i < length; ++i) {
+            pw[i] += go[i] * sampled[i];
+          }
+        }
+      }
+      if constexpr (kDots) {
+        for (int j = 0; j < 4; ++j) {
+          item_dots[(p * K + k) * 4 + j] = point_dots[j];
+        }
+      }
+    }
+  }
+}
+
+// Offset and mask gradients of rows [begin, end) from the blocks' partial dot products,
+// added in block order.
+template <typename T>
+DEFORMCONV_VECTORIZE void coordinate_rows(const Args<T>& a, const T* dots, const DotLayout& layout,
+                                          T* grad_offset, T* grad_mask, int64_t begin, int64_t end) {
+  const Geometry& g = a.g;
+  const int64_t K = g.kernel_points, P = g.out_pixels;
   const int64_t points = g.offset_groups * K;
-  std::vector<T> grad_columns(width);
   PointTable<T> table(g);
   for (int64_t row = begin; row < end; ++row) {
-    const T* image = a.input + (row / g.out_pixels) * g.image_pixels() * C;
+    const int64_t image = row / P, p = row % P;
     fill_row(a, table, row, 0, points);
     for (int64_t og = 0; og < g.offset_groups; ++og) {
-      const int64_t c0 = og * width;
       for (int64_t k = 0; k < K; ++k) {
         const int64_t point = og * K + k;
-        const auto s = table.point(point);
-        T dots[4] = {T(0), T(0), T(0), T(0)};
-        if (s.valid != 0) {
-          // Gradient of the masked column: grad_output * weight.
-          const T* __restrict__ go = a.grad_output + row * C + c0;
-          const T* __restrict__ w = a.weight + k * C + c0;
-          for (int64_t i = 0; i < width; ++i) {
-            grad_columns[i] = go[i] * w[i];
+        T sums[4] = {T(0), T(0), T(0), T(0)};
+        for (int64_t block = 0; block < layout.blocks; ++block) {
+          const T* d = dots + layout.base(g, image, og, block) + (p * K + k) * 4;
+          for (int j = 0; j < 4; ++j) {
+            sums[j] += d[j];
           }
-          corner_dots(grad_columns.data(), image + c0, C, s, width, dots);
         }
+        const auto s = table.point(point);
         T weight_dy[4], weight_dx[4];
         table.derivatives(point, weight_dy, weight_dx);
         T value = T(0), grad_y = T(0), grad_x = T(0);
         for (int j = 0; j < 4; ++j) {
-          value += s.weight[j] * dots[j];
-          grad_y += weight_dy[j] * dots[j];
-          grad_x += weight_dx[j] * dots[j];
+          value += s.weight[j] * sums[j];
+          grad_y += weight_dy[j] * sums[j];
+          grad_x += weight_dx[j] * sums[j];
         }
         const T scale = table.scale(point);
         grad_offset[row * 2 * points + 2 * point] = scale * grad_y;
@@ -121,47 +179,28 @@ DEFORMCONV_VECTORIZE void coordinate_rows(const Args<T>& a, T* grad_offset, T* g
   }
 }
 
-struct WorkItem {
-  int64_t image, offset_group, channel, length;
-};
-
-// grad_input of one image and block of channels, and that image's share of grad_weight for
-// those channels (partial[K, C]); the item owns both.
+// Runs backward_item<T, kSample, kDots, kScatter> with the flags known at run time.
 template <typename T>
-DEFORMCONV_VECTORIZE void input_weight_item(const Args<T>& a, const WorkItem& item, T* grad_input,
-                                            T* partial) {
-  const Geometry& g = a.g;
-  const int64_t K = g.kernel_points, C = g.channels, P = g.out_pixels, c0 = item.channel,
-                length = item.length;
-  const T* image = a.input + item.image * g.image_pixels() * C + c0;
-  T* image_grad = grad_input == nullptr ? nullptr : grad_input + item.image * g.image_pixels() * C + c0;
-  std::vector<T> buffer(length);
-  PointTable<T> table(g);
-  for (int64_t p = 0; p < P; ++p) {
-    const int64_t row = item.image * P + p;
-    fill_row(a, table, row, item.offset_group * K, K);
-    const T* __restrict__ go = a.grad_output + row * C + c0;
-    for (int64_t k = 0; k < K; ++k) {
-      T weight[4];
-      const auto s = masked_point(table, item.offset_group * K + k, weight);
-      if (s.valid == 0) {
-        continue;
-      }
-      if (partial != nullptr) {
-        blend(buffer.data(), image, C, s, weight, length);
-        T* __restrict__ pw = partial + k * C + c0;
-        for (int64_t i = 0; i < length; ++i) {
-          pw[i] += go[i] * buffer[i];
-        }
-      }
-      if (image_grad != nullptr) {
-        const T* __restrict__ w = a.weight + k * C + c0;
-        for (int64_t i = 0; i < length; ++i) {
-          buffer[i] = go[i] * w[i];
-        }
-        scatter(image_grad, C, s, weight, buffer.data(), length);
-      }
+void run_item(bool sample, bool dots, bool scatter, const Args<T>& a, const WorkItem& item, T* grad_input,
+              T* partial, T* dot_data, const DotLayout& layout) {
+  const auto with_scatter = [&](auto s, auto d) {
+    if (scatter) {
+      backward_item<T, decltype(s)::value, decltype(d)::value, true>(a, item, grad_input, partial, dot_data, layout);
+    } else {
+      backward_item<T, decltype(s)::value, decltype(d)::value, false>(a, item, grad_input, partial, dot_data, layout);
     }
+  };
+  const auto with_dots = [&](auto s) {
+    if (dots) {
+      with_scatter(s, std::true_type{});
+    } else {
+      with_scatter(s, std::false_type{});
+    }
+  };
+  if (sample) {
+    with_dots(std::true_type{});
+  } else {
+    with_dots(std::false_type{});
   }
 }
 
@@ -177,40 +216,43 @@ void depthwise_forward(const T* input, const T* offset, const T* mask, const T* 
 }
 
 template <typename T>
-void depthwise_coordinate_grad(const T* input, const T* offset, const T* mask, const T* weight,
-                               const T* grad_output, const Geometry& g, int64_t images, T* grad_offset,
-                               T* grad_mask) {
-  const Args<T> args{input, offset, mask, weight, grad_output, g};
-  const int64_t grain = std::max<int64_t>(1, 16384 / (g.channels * g.kernel_points));
-  torch::stable::parallel_for(0, images * g.out_pixels, grain, [&](int64_t begin, int64_t end) {
-    coordinate_rows(args, grad_offset, grad_mask, begin, end);
-  });
-}
-
-template <typename T>
-void depthwise_input_weight_grad(const T* input, const T* offset, const T* mask, const T* weight,
-                                 const T* grad_output, const Geometry& g, int64_t images, T* grad_input,
-                                 T* grad_weight) {
+void depthwise_backward(const T* input, const T* offset, const T* mask, const T* weight, const T* grad_output,
+                        const Geometry& g, int64_t images, T* grad_input, T* grad_weight, T* grad_offset,
+                        T* grad_mask) {
+  if (grad_input == nullptr && grad_weight == nullptr && grad_offset == nullptr) {
+    return;
+  }
+  const int64_t blocks = (g.per_offset_group + kBlockChannels - 1) / kBlockChannels;
   std::vector<WorkItem> items;
   for (int64_t n = 0; n < images; ++n) {
     for (int64_t og = 0; og < g.offset_groups; ++og) {
-      for (int64_t c = 0; c < g.per_offset_group; c += kBlockChannels) {
-        items.push_back(
-            {n, og, og * g.per_offset_group + c, std::min(kBlockChannels, g.per_offset_group - c)});
+      for (int64_t block = 0; block < blocks; ++block) {
+        const int64_t c = block * kBlockChannels;
+        items.push_back({n, og, og * g.per_offset_group + c, std::min(kBlockChannels, g.per_offset_group - c),
+                         block});
       }
     }
   }
   const int64_t weight_size = g.kernel_points * g.channels;
-  // Per-image partial sums of grad_weight, added up in image order below (deterministic).
+  const DotLayout layout{blocks, g.out_pixels * g.kernel_points * 4};
+  // Per-image partial sums of grad_weight and per-block partial dot products, added up in a
+  // fixed order below (deterministic whatever the threads).
   std::vector<T> partial(grad_weight == nullptr ? 0 : images * weight_size, T(0));
+  std::vector<T> dots(grad_offset == nullptr ? 0 : images * g.offset_groups * blocks * layout.per_block);
   const Args<T> args{input, offset, mask, weight, grad_output, g};
   torch::stable::parallel_for(0, static_cast<int64_t>(items.size()), 1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const WorkItem& item = items[i];
-      input_weight_item(args, item, grad_input,
-                        grad_weight == nullptr ? nullptr : partial.data() + item.image * weight_size);
+      run_item(grad_weight != nullptr, grad_offset != nullptr, grad_input != nullptr, args, item, grad_input,
+               grad_weight == nullptr ? nullptr : partial.data() + item.image * weight_size, dots.data(), layout);
     }
   });
+  if (grad_offset != nullptr) {
+    const int64_t grain = std::max<int64_t>(1, 16384 / (g.offset_groups * g.kernel_points * 16));
+    torch::stable::parallel_for(0, images * g.out_pixels, grain, [&](int64_t begin, int64_t end) {
+      coordinate_rows(args, dots.data(), layout, grad_offset, grad_mask, begin, end);
+    });
+  }
   if (grad_weight != nullptr) {
     for (int64_t n = 0; n < images; ++n) {
       for (int64_t i = 0; i < weight_size; ++i) {
@@ -224,13 +266,10 @@ template void depthwise_forward<float>(const float*, const float*, const float*,
                                        const Geometry&, int64_t, float*);
 template void depthwise_forward<double>(const double*, const double*, const double*, const double*,
                                         const Geometry&, int64_t, double*);
-template void depthwise_coordinate_grad<float>(const float*, const float*, const float*, const float*,
-                                               const float*, const Geometry&, int64_t, float*, float*);
-template void depthwise_coordinate_grad<double>(const double*, const double*, const double*, const double*,
-                                                const double*, const Geometry&, int64_t, double*, double*);
-template void depthwise_input_weight_grad<float>(const float*, const float*, const float*, const float*,
-                                                 const float*, const Geometry&, int64_t, float*, float*);
-template void depthwise_input_weight_grad<double>(const double*, const double*, const double*, const double*,
-                                                  const double*, const Geometry&, int64_t, double*, double*);
+template void depthwise_backward<float>(const float*, const float*, const float*, const float*, const float*,
+                                        const Geometry&, int64_t, float*, float*, float*, float*);
+template void depthwise_backward<double>(const double*, const double*, const double*, const double*,
+                                         const double*, const Geometry&, int64_t, double*, double*, double*,
+                                         double*);
 
 }  // namespace deformconv

@@ -43,18 +43,13 @@ template <typename T>
 void depthwise_forward(const T* input, const T* offset, const T* mask, const T* weight,
                        const Geometry& geometry, int64_t images, T* output);
 
-// Depthwise gradients of the offsets and the mask (layouts as in coordinate_grad).
+// Depthwise gradients, in one pass over the sample points: of the input (added to grad_input
+// [images, H, W, C]), of the weight (added to grad_weight [K, C]), of the offsets and the mask
+// (layouts as in coordinate_grad; grad_mask nullptr without a mask); nullptr when not needed.
 template <typename T>
-void depthwise_coordinate_grad(const T* input, const T* offset, const T* mask, const T* weight,
-                               const T* grad_output, const Geometry& geometry, int64_t images, T* grad_offset,
-                               T* grad_mask);
-
-// Depthwise gradients of the input (added to grad_input [images, H, W, C]) and of the weight
-// (added to grad_weight [K, C]); either may be nullptr when not needed.
-template <typename T>
-void depthwise_input_weight_grad(const T* input, const T* offset, const T* mask, const T* weight,
-                                 const T* grad_output, const Geometry& geometry, int64_t images,
-                                 T* grad_input, T* grad_weight);
+void depthwise_backward(const T* input, const T* offset, const T* mask, const T* weight, const T* grad_output,
+                        const Geometry& geometry, int64_t images, T* grad_input, T* grad_weight, T* grad_offset,
+                        T* grad_mask);
 
 // dst[n][j][i] = src[n][i][j] converted to D, for n < images, i < rows, j < cols: between
 // channels-first and channels-last layouts. S and D are any of double, float, Half, BFloat16.
