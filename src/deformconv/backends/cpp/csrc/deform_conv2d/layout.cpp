@@ -48,7 +48,9 @@ Tensor to_channels_last(const Tensor& tensor, int64_t start, int64_t count, Scal
     // The same order of elements: a plain conversion (a [1, n] matrix transposed).
     transpose_into(images, 1, 1, count * pixels * channels, target);
   } else {
-    transpose_into(torch::stable::contiguous(images), count, channels, pixels, target);
+    // PyTorch's copy into the permuted view: its transpose kernel, with the dtype conversion.
+    Tensor as_images = torch::stable::transpose(torch::stable::transpose(target, 1, 3), 2, 3);
+    torch::stable::copy_(as_images, images);
   }
   return target;
 }
