@@ -54,7 +54,8 @@ while read -r version requirement; do
     echo "== Python $version, $requirement: $venv"
     rm -rf "$venv"
     "$python" -m venv "$venv"
-    "$venv/bin/pip" install --quiet --only-binary=:all: "$requirement" pytest numpy
+    # What the selected tests import besides torch and the package.
+    "$venv/bin/pip" install --quiet --only-binary=:all: "$requirement" pytest hypothesis numpy
     "$venv/bin/pip" install --quiet --only-binary=:all: "$WHEEL"
     # The tests must exercise the installed wheel's binary, with the C++ backend as the CPU default.
     if backend=$("$venv/bin/python" - <<'PY'
