@@ -37,11 +37,13 @@ check-ext: $(STAMP)
 
 # The Triton kernels run in Triton's CPU interpreter, which must be chosen before Triton is first
 # imported: the conformance suite and the Triton-only tests run again in a process of their own
-# (tests/conftest.py leaves tests/test_triton_*.py out otherwise). pytest exits non-zero when a
-# run collects no test.
+# (tests/conftest.py leaves tests/test_triton_*.py out otherwise). The interpreter runs one
+# single-threaded program at a time, so that run is spread over two worker processes (pytest-xdist);
+# the main run stays in one process, where PyTorch already uses both cores. pytest exits non-zero
+# when a run collects no test.
 test: lint check-ext
 	$(PY) -m pytest -q
-	TRITON_INTERPRET=1 $(PY) -m pytest -q tests/test_conformance.py $(wildcard tests/test_triton_*.py)
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -n 2 tests/test_conformance.py $(wildcard tests/test_triton_*.py)
 
 demo: $(STAMP)
 	$(VENV)/bin/deformconv demo $(ARGS)
