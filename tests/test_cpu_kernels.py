@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from contextlib import nullcontext
 
 import pytest
 import torch
 
 import deformconv
 from cases import BASE, Case, case_id
-from helpers import assert_close_to_scale, forward_and_grads
+from helpers import TOLERANCE, assert_close_to_scale, forward_and_grads
 
 requires_cpp = pytest.mark.skipif(
     not deformconv.backends()["cpp"]["available"],
@@ -47,6 +48,28 @@ TILED_CASES = [
 @pytest.mark.parametrize("case", TILED_CASES, ids=case_id)
 def test_row_tiles_match_reference(case: Case):
     _assert_matches(_on("cpp", case), _on("reference", case), 1e-12)
+
+
+# float32 backward products on the micro-kernel (16 or more output channels per group): more
+# output channels than a depth block (256) of the column gradient, group columns (K * C_in/groups)
+# that end inside a block of 32, rows (pixels of a tile) that end inside a block of 12 and span
+# several tasks of 96; with one image per chunk the later chunks add to the weight gradient.
+MICRO_PRODUCT_CASES = [
+    Case(batch=3, in_channels=20, out_channels=300, size=(9, 11), offset_groups=2, offset_scale=3.0),
+    Case(batch=3, in_channels=8, out_channels=32, size=(7, 9), groups=2, offset_groups=4, offset_scale=3.0),
+]
+
+
+@requires_cpp
+@pytest.mark.parametrize("one_image_chunks", [False, True], ids=["whole-batch", "one-image-chunks"])
+@pytest.mark.parametrize("case", MICRO_PRODUCT_CASES, ids=case_id)
+def test_float32_backward_products_match_float64(case: Case, one_image_chunks: bool):
+    low = case.tensors(dtype=torch.float32)
+    with deformconv.use_backend("cpp"), deformconv.im2col_budget(1) if one_image_chunks else nullcontext():
+        got = forward_and_grads(deformconv.deform_conv2d, low, case.params())
+    with deformconv.use_backend("reference"):
+        want = forward_and_grads(deformconv.deform_conv2d, {k: v.double() for k, v in low.items()}, case.params())
+    _assert_matches(got, want, TOLERANCE[torch.float32])
 
 
 # Large enough for several work items per kernel (rows, channel blocks, images).
