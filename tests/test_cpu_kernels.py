@@ -50,11 +50,10 @@ def test_row_tiles_match_reference(case: Case):
     _assert_matches(_on("cpp", case), _on("reference", case), 1e-12)
 
 
-# float32 backward products on the micro-kernel (16 or more output channels per group): more
-# output channels than a depth block (256) of the column gradient, group columns (K * C_in/groups)
-# that end inside a block of 32, rows (pixels of a tile) that end inside a block of 12 and span
-# several tasks of 96; with one image per chunk the later chunks add to the weight gradient.
-MICRO_PRODUCT_CASES = [
+# The float32 backward's products: more output channels than 256 (several blocks of the
+# processor's products) and group columns (K * C_in/groups) that are no multiple of 32, rows
+# that end inside blocks; with one image per chunk the later chunks add to the weight gradient.
+FLOAT32_PRODUCT_CASES = [
     Case(batch=3, in_channels=20, out_channels=300, size=(9, 11), offset_groups=2, offset_scale=3.0),
     Case(batch=3, in_channels=8, out_channels=32, size=(7, 9), groups=2, offset_groups=4, offset_scale=3.0),
 ]
@@ -62,8 +61,8 @@ MICRO_PRODUCT_CASES = [
 
 @requires_cpp
 @pytest.mark.parametrize("one_image_chunks", [False, True], ids=["whole-batch", "one-image-chunks"])
-@pytest.mark.parametrize("case", MICRO_PRODUCT_CASES, ids=case_id)
-def test_float32_backward_products_match_float64(case: Case, one_image_chunks: bool):
+@pytest.mark.parametrize("case", FLOAT32_PRODUCT_CASES, ids=case_id)
+def test_float32_backward_matches_float64_across_chunks(case: Case, one_image_chunks: bool):
     low = case.tensors(dtype=torch.float32)
     with deformconv.use_backend("cpp"), deformconv.im2col_budget(1) if one_image_chunks else nullcontext():
         got = forward_and_grads(deformconv.deform_conv2d, low, case.params())

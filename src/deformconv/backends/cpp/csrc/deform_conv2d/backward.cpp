@@ -5,8 +5,6 @@
 
 #include "chunk.h"
 #include "kernels.h"
-#include "matrix_product.h"
-#include "micro_kernel.h"
 #include "ops.h"
 
 namespace deformconv {
@@ -16,19 +14,13 @@ namespace {
 // Elements per task when accumulating the weight gradient.
 constexpr int64_t kAddGrain = 32768;
 
-// Output channels per convolution group from which the micro-kernel's products beat PyTorch's
-// batched BLAS product, measured on AMD EPYC (faster from 16 on, slower with 8: the column
-// gradient is then a sum of 8 terms, too short to pay for loading and storing the accumulators).
-constexpr int64_t kMicroProductChannels = 16;
-
 // What the backward op computes, and the buffers it reuses across batch chunks.
 struct Backward {
   const Geometry& g;
   bool need_input, need_offset_mask, need_mask, need_weight;
-  bool micro_products;                              // float32 products on the micro-kernel, else BLAS
   Tensor weights;                                   // general: [C_out, K*C_in/groups]; depthwise: [K, C]
   Tensor grad_weights;                              // same layout as weights, accumulation type
-  Tensor weight_products;                           // general, BLAS: a later tile's share of grad_weights
+  Tensor weight_products;                           // general: a later tile's share of grad_weights
   Tensor grad_input, grad_offset, grad_mask;        // the op's outputs (dtype of input)
   Tensor offset_buffer, mask_buffer, input_buffer;  // channels-last chunk gradients
 
@@ -91,54 +83,13 @@ void accumulate_weight_grad(const Backward& b) {
   });
 }
 
-// The products of a tile of `length` rows on the micro-kernel, per convolution group:
-// grad_weights (+)= grad_output x columns (first: the first tile of the batch), then columns =
-// grad_output^T x weights (the column gradient, in place of the columns). grad_out is the tile's
-// grad_output as [C_out, length], grad_rows the same as [length, C_out].
-void micro_products(const Backward& b, const Tensor& grad_out, const Tensor& grad_rows, int64_t length,
-                    bool first, const Tensor& columns) {
-  const Geometry& g = b.g;
-  const int64_t Og = g.out_per_group, Kg = g.group_columns();
-  float* cols = mutable_ptr<float>(columns);
-  if (b.need_weight) {
-    ProfileScope scope("deformconv_cpp::weight_grad_product");
-    multiply({const_ptr<float>(grad_out), length, Og * length}, {cols, Kg, length * Kg}, g.groups, Og, Kg, length,
-             mutable_ptr<float>(b.grad_weights), Kg, Og * Kg, !first);
-  }
-  if (b.need_input || b.need_offset_mask) {
-    ProfileScope scope("deformconv_cpp::column_grad_product");
-    multiply({const_ptr<float>(grad_rows), g.out_channels, Og}, {const_ptr<float>(b.weights), Kg, Og * Kg}, g.groups,
-             length, Kg, Og, cols, Kg, length * Kg, false);
-  }
-}
-
-// The same products through PyTorch's batched matrix product (float64, or a processor without
-// a micro-kernel).
-void blas_products(const Backward& b, const Tensor& grad_out, int64_t length, bool first, const Tensor& columns) {
-  const Geometry& g = b.g;
-  const Tensor grads = torch::stable::view(grad_out, {g.groups, g.out_per_group, length});
-  const Tensor cols = torch::stable::view(columns, {g.groups, length, g.group_columns()});
-  if (b.need_weight) {
-    if (first) {
-      bmm_out(torch::stable::view(b.grad_weights, {g.groups, g.out_per_group, g.group_columns()}), grads, cols);
-    } else {
-      bmm_out(b.weight_products, grads, cols);
-      accumulate_weight_grad(b);
-    }
-  }
-  if (b.need_input || b.need_offset_mask) {
-    const Tensor weights = torch::stable::view(b.weights, {g.groups, g.out_per_group, g.group_columns()});
-    bmm_out(cols, torch::stable::transpose(grads, 1, 2), weights);
-  }
-}
-
 // General case, per tile of rows: the columns for grad_weight, then (in the same buffer) their
 // gradient, from which the offset, mask and input gradients are sampled back. grad_output is
-// contiguous; grad_buffer holds a tile's grad_output as [C_out, tile], then (micro-kernel
-// products) as [tile, C_out].
+// contiguous.
 void columns_chunk(const Backward& b, const Chunk& data, const Tensor& grad_output, int64_t start, int64_t count,
                    int64_t tile, const Tensor& columns, const Tensor& grad_buffer) {
   const Geometry& g = b.g;
+  const Tensor weights = torch::stable::view(b.weights, {g.groups, g.out_per_group, g.group_columns()});
   const int64_t rows = count * g.out_pixels;
   b.clear_input_grad(count);
   for (int64_t first = 0; first < rows; first += tile) {
@@ -149,7 +100,9 @@ void columns_chunk(const Backward& b, const Chunk& data, const Tensor& grad_outp
       copy_block(grad_output, (start + image) * g.out_channels * g.out_pixels + pixel, g.out_pixels, std::nullopt,
                  g.out_channels, size, grad_out, column, length);
     });
-    const Tensor cols = narrow_view(columns, 0, 0, length * g.channels * g.kernel_points);
+    const Tensor grads = torch::stable::view(grad_out, {g.groups, g.out_per_group, length});
+    const Tensor cols = torch::stable::view(narrow_view(columns, 0, 0, length * g.channels * g.kernel_points),
+                                            {g.groups, length, g.group_columns()});
     if (b.need_weight) {
       dispatch_accumulation(columns.scalar_type(), [&](auto type) {
         using T = decltype(type);
@@ -157,18 +110,17 @@ void columns_chunk(const Backward& b, const Chunk& data, const Tensor& grad_outp
         sample_columns<T>(const_ptr<T>(data.input), const_ptr<T>(data.offset), data.mask_data<T>(), g, first,
                           last, mutable_ptr<T>(cols));
       });
-    }
-    const bool first_tile = start == 0 && first == 0;
-    if (b.micro_products) {
-      const Tensor grad_rows = narrow_view(grad_buffer, 0, g.out_channels * tile, g.out_channels * length);
-      transpose_images(const_ptr<float>(grad_out), 1, g.out_channels, length, mutable_ptr<float>(grad_rows));
-      micro_products(b, grad_out, grad_rows, length, first_tile, cols);
-    } else {
-      blas_products(b, grad_out, length, first_tile, cols);
+      if (start == 0 && first == 0) {
+        bmm_out(torch::stable::view(b.grad_weights, {g.groups, g.out_per_group, g.group_columns()}), grads, cols);
+      } else {
+        bmm_out(b.weight_products, grads, cols);
+        accumulate_weight_grad(b);
+      }
     }
     if (!(b.need_input || b.need_offset_mask)) {
       continue;
     }
+    bmm_out(cols, torch::stable::transpose(grads, 1, 2), weights);
     dispatch_accumulation(columns.scalar_type(), [&](auto type) {
       using T = decltype(type);
       const T* input = const_ptr<T>(data.input);
@@ -206,9 +158,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward(
   const int64_t chunk = std::min(batch_chunk, std::max<int64_t>(g.batch, 1));
   const int64_t offset_channels = 2 * g.offset_groups * g.kernel_points;
 
-  Backward b{g, need_input, need_offset_mask, need_offset_mask && mask.has_value(), need_weight,
-             !depthwise && acc == ScalarType::Float && micro_kernel().fn != nullptr &&
-                 g.out_per_group >= kMicroProductChannels};
+  Backward b{g, need_input, need_offset_mask, need_offset_mask && mask.has_value(), need_weight};
   b.weights = weight_matrix(weight, acc, depthwise);
   // One column buffer for a tile of rows: the columns for grad_weight, then their gradient.
   const int64_t tile = tile_rows(g, acc, chunk * g.out_pixels);
@@ -219,7 +169,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward(
     if (depthwise || g.batch == 0) {
       torch::stable::zero_(b.grad_weights);
     }
-    if (!depthwise && !b.micro_products && (chunk < g.batch || tile < chunk * g.out_pixels)) {
+    if (!depthwise && (chunk < g.batch || tile < chunk * g.out_pixels)) {
       b.weight_products = empty_cpu({g.groups, g.out_per_group, g.group_columns()}, acc);
     }
   }
@@ -239,7 +189,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> deform_conv2d_backward(
     b.input_buffer = empty_cpu({chunk, g.image_pixels(), g.channels}, acc);
   }
   const Tensor columns = empty_cpu({depthwise ? 0 : tile * g.channels * g.kernel_points}, acc);
-  const Tensor grad_out = empty_cpu({depthwise ? 0 : (b.micro_products ? 2 : 1) * g.out_channels * tile}, acc);
+  const Tensor grad_out = empty_cpu({depthwise ? 0 : g.out_channels * tile}, acc);
   const Tensor grad = depthwise ? grad_output : torch::stable::contiguous(grad_output);
 
   for (int64_t start = 0; start < g.batch; start += chunk) {
