@@ -50,12 +50,15 @@ def test_row_tiles_match_reference(case: Case):
     _assert_matches(_on("cpp", case), _on("reference", case), 1e-12)
 
 
-# The float32 backward's products: more output channels than 256 (several blocks of the
-# processor's products) and group columns (K * C_in/groups) that are no multiple of 32, rows
-# that end inside blocks; with one image per chunk the later chunks add to the weight gradient.
+# float32 against float64: the backward's products with more output channels than 256 and group
+# columns (K * C_in/groups) that are no multiple of 32; a depthwise convolution whose offset groups
+# have 40 channels (two whole blocks of 16 float32 lanes and a remainder in the one-pass
+# backward of points inside the image). With one image per chunk the later chunks add to the
+# weight gradient.
 FLOAT32_PRODUCT_CASES = [
     Case(batch=3, in_channels=20, out_channels=300, size=(9, 11), offset_groups=2, offset_scale=3.0),
     Case(batch=3, in_channels=8, out_channels=32, size=(7, 9), groups=2, offset_groups=4, offset_scale=3.0),
+    Case(batch=2, in_channels=80, out_channels=80, size=(9, 11), groups=80, offset_groups=2, offset_scale=1.0),
 ]
 
 

@@ -116,6 +116,85 @@ DEFORMCONV_INLINE void scatter(T* image, int64_t channels, const SamplePoint<T>&
   }
 }
 
+// The corners of one sample point (four distinct pixels) in the image and in its gradient,
+// and their bilinear weights times the mask.
+template <typename T>
+struct InsideCorners {
+  const T* __restrict__ value[4];
+  T* __restrict__ grad[4];
+  T weight[4];
+};
+
+// Channel i of depthwise_point_inside; its dot products go to lane `lane`.
+template <typename T>
+DEFORMCONV_INLINE void inside_step(const InsideCorners<T>& k, const T* __restrict__ grad_output,
+                                   const T* __restrict__ point_weight, T* __restrict__ weight_grad, int64_t i,
+                                   T* __restrict__ lane0, T* __restrict__ lane1, T* __restrict__ lane2,
+                                   T* __restrict__ lane3) {
+  const T* __restrict__ a = k.value[0];
+  const T* __restrict__ b = k.value[1];
+  const T* __restrict__ c = k.value[2];
+  const T* __restrict__ d = k.value[3];
+  T* __restrict__ ga = k.grad[0];
+  T* __restrict__ gb = k.grad[1];
+  T* __restrict__ gc = k.grad[2];
+  T* __restrict__ gd = k.grad[3];
+  const T go = grad_output[i], gv = go * point_weight[i];
+  const T av = a[i], bv = b[i], cv = c[i], dv = d[i];
+  const T sampled = k.weight[0] * av + k.weight[1] * bv + k.weight[2] * cv + k.weight[3] * dv;
+  weight_grad[i] += go * sampled;
+  *lane0 += gv * av;
+  *lane1 += gv * bv;
+  *lane2 += gv * cv;
+  *lane3 += gv * dv;
+  ga[i] += k.weight[0] * gv;
+  gb[i] += k.weight[1] * gv;
+  gc[i] += k.weight[2] * gv;
+  gd[i] += k.weight[3] * gv;
+}
+
+// The whole depthwise backward of one sample point whose four corners lie inside the image, in
+// one pass over `length` channels that reads each corner once: with grad = grad_output *
+// point_weight, weight_grad[i] += grad_output[i] * sample[i], dots[j] += sum of grad[i] *
+// corner_j[i] and grad_corner_j[i] += weight[j] * grad[i]. The same arithmetic, lane for lane,
+// as blend, corner_dots and scatter (see sample_back).
+template <typename T>
+DEFORMCONV_INLINE void depthwise_point_inside(const T* image, T* grad_image, int64_t channels, const SamplePoint<T>& s,
+                                              const T (&weight)[4], const T* __restrict__ grad_output,
+                                              const T* __restrict__ point_weight, T* __restrict__ weight_grad,
+                                              int64_t length, T (&dots)[4]) {
+  constexpr int L = kLanes<T>;
+  T lanes[4][L] = {};
+  InsideCorners<T> k;
+  for (int j = 0; j < 4; ++j) {
+    k.value[j] = image + s.index[j] * channels;
+    k.grad[j] = grad_image + s.index[j] * channels;
+    k.weight[j] = weight[j];
+  }
+  const int64_t body = length - length % L;
+  for (int64_t i = 0; i < body; i += L) {
+    // The corners' values and gradients are distinct pixels: no iteration reads what another
+    // writes, which the compiler cannot prove on its own.
+#pragma omp simd
+    for (int l = 0; l < L; ++l) {
+      inside_step(k, grad_output, point_weight, weight_grad, i + l, &lanes[0][l], &lanes[1][l], &lanes[2][l],
+                  &lanes[3][l]);
+    }
+  }
+  for (int64_t i = body; i < length; ++i) {
+    const int64_t l = i - body;
+    inside_step(k, grad_output, point_weight, weight_grad, i, &lanes[0][l], &lanes[1][l], &lanes[2][l],
+                &lanes[3][l]);
+  }
+  for (int j = 0; j < 4; ++j) {
+    T sum = T(0);
+    for (int l = 0; l < L; ++l) {
+      sum += lanes[j][l];
+    }
+    dots[j] += sum;
+  }
+}
+
 // The backward of one sample point over a range of channels, each part when its flag is set:
 //   kSample:  sampled[i] = sum over the valid corners j of weight[j] * corner_j[i]   (blend)
 //   kDots:    dots[j] += sum over i of grad[i] * corner_j[i]                       (corner_dots)

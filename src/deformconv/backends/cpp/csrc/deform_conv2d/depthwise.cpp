@@ -113,6 +113,22 @@ DEFORMCONV_VECTORIZE void backward_item(const Args<T>& a, const WorkItem& item, 
       T weight[4];
       const auto s = masked_point(table, item.offset_group * K + k, weight);
       T point_dots[4] = {T(0), T(0), T(0), T(0)};
+      const auto store_dots = [&] {
+        if constexpr (kDots) {
+          for (int j = 0; j < 4; ++j) {
+            item_dots[(p * K + k) * 4 + j] = point_dots[j];
+          }
+        }
+      };
+      if constexpr (kSample && kDots && kScatter) {
+        // Every gradient wanted and the point inside the image (most points): one pass.
+        if (s.valid == SamplePoint<T>::kAllValid) {
+          depthwise_point_inside(image, image_grad, C, s, weight, go, a.weight + k * C + c0, partial + k * C + c0,
+                                 length, point_dots);
+          store_dots();
+          continue;
+        }
+      }
       if (s.valid != 0) {
         // The gradient of the masked sample: grad_output * weight.
         const T* __restrict__ w = a.weight + k * C + c0;
@@ -128,11 +144,7 @@ DEFORMCONV_VECTORIZE void backward_item(const Args<T>& a, const WorkItem& item, 
           }
         }
       }
-      if constexpr (kDots) {
-        for (int j = 0; j < 4; ++j) {
-          item_dots[(p * K + k) * 4 + j] = point_dots[j];
-        }
-      }
+      store_dots();
     }
   }
 }
