@@ -55,7 +55,7 @@ def test_row_tiles_match_reference(case: Case):
 # have 40 channels (two whole blocks of 16 float32 lanes and a remainder in the one-pass
 # backward of points inside the image). With one image per chunk the later chunks add to the
 # weight gradient.
-FLOAT32_PRODUCT_CASES = [
+FLOAT32_CASES = [
     Case(batch=3, in_channels=20, out_channels=300, size=(9, 11), offset_groups=2, offset_scale=3.0),
     Case(batch=3, in_channels=8, out_channels=32, size=(7, 9), groups=2, offset_groups=4, offset_scale=3.0),
     Case(batch=2, in_channels=80, out_channels=80, size=(9, 11), groups=80, offset_groups=2, offset_scale=1.0),
@@ -64,7 +64,7 @@ FLOAT32_PRODUCT_CASES = [
 
 @requires_cpp
 @pytest.mark.parametrize("one_image_chunks", [False, True], ids=["whole-batch", "one-image-chunks"])
-@pytest.mark.parametrize("case", FLOAT32_PRODUCT_CASES, ids=case_id)
+@pytest.mark.parametrize("case", FLOAT32_CASES, ids=case_id)
 def test_float32_backward_matches_float64_across_chunks(case: Case, one_image_chunks: bool):
     low = case.tensors(dtype=torch.float32)
     with deformconv.use_backend("cpp"), deformconv.im2col_budget(1) if one_image_chunks else nullcontext():

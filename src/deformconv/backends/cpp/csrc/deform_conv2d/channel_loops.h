@@ -125,7 +125,8 @@ struct InsideCorners {
   T weight[4];
 };
 
-// Channel i of depthwise_point_inside; its dot products go to lane `lane`.
+// Channel i of depthwise_point_inside; its dot products with the four corners are added to
+// lane0..lane3.
 template <typename T>
 DEFORMCONV_INLINE void inside_step(const InsideCorners<T>& k, const T* __restrict__ grad_output,
                                    const T* __restrict__ point_weight, T* __restrict__ weight_grad, int64_t i,
@@ -157,7 +158,7 @@ DEFORMCONV_INLINE void inside_step(const InsideCorners<T>& k, const T* __restric
 // one pass over `length` channels that reads each corner once: with grad = grad_output *
 // point_weight, weight_grad[i] += grad_output[i] * sample[i], dots[j] += sum of grad[i] *
 // corner_j[i] and grad_corner_j[i] += weight[j] * grad[i]. The same arithmetic, lane for lane,
-// as blend, corner_dots and scatter (see sample_back).
+// as backward_item's separate loops (blend, corner_dots and scatter: see sample_back).
 template <typename T>
 DEFORMCONV_INLINE void depthwise_point_inside(const T* image, T* grad_image, int64_t channels, const SamplePoint<T>& s,
                                               const T (&weight)[4], const T* __restrict__ grad_output,
@@ -173,8 +174,8 @@ DEFORMCONV_INLINE void depthwise_point_inside(const T* image, T* grad_image, int
   }
   const int64_t body = length - length % L;
   for (int64_t i = 0; i < body; i += L) {
-    // The corners' values and gradients are distinct pixels: no iteration reads what another
-    // writes, which the compiler cannot prove on its own.
+    // The corners are distinct pixels and every output its own buffer: no iteration reads what
+    // another writes, which the compiler cannot prove on its own (it would not vectorise).
 #pragma omp simd
     for (int l = 0; l < L; ++l) {
       inside_step(k, grad_output, point_weight, weight_grad, i + l, &lanes[0][l], &lanes[1][l], &lanes[2][l],
