@@ -18,6 +18,18 @@ namespace deformconv {
 template <typename T>
 constexpr int kLanes = 64 / sizeof(T);
 
+// dots[j] += the lanes of corner j's partial sums, added in lane order.
+template <typename T>
+DEFORMCONV_INLINE void add_lanes(const T (&lanes)[4][kLanes<T>], T (&dots)[4]) {
+  for (int j = 0; j < 4; ++j) {
+    T sum = T(0);
+    for (int l = 0; l < kLanes<T>; ++l) {
+      sum += lanes[j][l];
+    }
+    dots[j] += sum;
+  }
+}
+
 // dst[i] = sum over the valid corners j of weight[j] * corner_j[i], i in [0, length);
 // `image` points at the first channel of the range in pixel 0 of a [H*W, channels] image.
 template <typename T>
@@ -91,13 +103,7 @@ DEFORMCONV_INLINE void corner_dots(const T* __restrict__ grad, const T* image, i
       }
     }
   }
-  for (int j = 0; j < 4; ++j) {
-    T sum = T(0);
-    for (int l = 0; l < L; ++l) {
-      sum += lanes[j][l];
-    }
-    dots[j] += sum;
-  }
+  add_lanes(lanes, dots);
 }
 
 // corner_j[i] += weight[j] * grad[i] for every valid corner j, i in [0, length).
@@ -187,13 +193,7 @@ DEFORMCONV_INLINE void depthwise_point_inside(const T* image, T* grad_image, int
     inside_step(k, grad_output, point_weight, weight_grad, i, &lanes[0][l], &lanes[1][l], &lanes[2][l],
                 &lanes[3][l]);
   }
-  for (int j = 0; j < 4; ++j) {
-    T sum = T(0);
-    for (int l = 0; l < L; ++l) {
-      sum += lanes[j][l];
-    }
-    dots[j] += sum;
-  }
+  add_lanes(lanes, dots);
 }
 
 // The backward of one sample point over a range of channels, each part when its flag is set:
